@@ -1,0 +1,78 @@
+"""Shared fixtures: the tiny-random base, a synthetic dataset, and small trained runs (session-scoped)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+for _name in ("diffusers", "transformers", "accelerate", "peft", "bitsandbytes"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Build models into a per-session cache so tests never touch the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("dermdiff-cache")
+    os.environ["DERMDIFF_CACHE"] = str(cache)
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_base(_cache_dir) -> Path:
+    """Folder of the tiny-random pipeline (built once per session)."""
+    from dermdiff_lora.models import ensure_tiny_random
+
+    return ensure_tiny_random()
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A 24-image ISIC-style synthetic imagefolder (32 px, three tones, benign/malignant)."""
+    from dermdiff_lora.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds", n=24, size=32, seed=0)
+
+
+def make_cfg(data_dir: Path, out_dir: Path, *overrides: str):
+    """A fast tiny config: 32 px, few steps, no TensorBoard, no progress bar."""
+    from dermdiff_lora import config
+
+    base = [f"data.dir={data_dir}", f"output.dir={out_dir}", "data.file_column=image_name",
+            "data.resolution=32", "train.max_steps=3", "train.batch_size=2", "optim.lr=1e-3",
+            "logging.tensorboard=false", "logging.progress=false", "validation.at_end=false",
+            "validation.inference_steps=2"]
+    return config.load(None, base + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def trained_lora(tiny_base, demo_data, tmp_path_factory) -> Path:
+    """A LoRA run (rank 4, alpha 8) on tiny-random: its output folder."""
+    from dermdiff_lora.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "lora"
+    train(make_cfg(demo_data, out, "lora.rank=4", "lora.alpha=8", "train.max_steps=4"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_full(tiny_base, demo_data, tmp_path_factory) -> Path:
+    """A full fine-tune run with EMA on tiny-random: its pipeline folder."""
+    from dermdiff_lora.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "full"
+    train(make_cfg(demo_data, out, "train.mode=full", "train.ema_decay=0.9", "train.max_steps=3"))
+    return out
