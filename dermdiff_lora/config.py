@@ -268,8 +268,8 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else f" (valid: {', '.join(fields)})"
-            errors.append(f"unknown key {prefix}{key!r}{hint}")
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid: {', '.join(fields)})"
+            errors.append(f"unknown key '{prefix}{key}'{hint}")
     values = {}
     for name, f in fields.items():
         if name not in data:

@@ -98,7 +98,8 @@ def setup(cfg, *, resuming: bool) -> Run:
     from .optim import make_optimizer, make_scheduler
 
     run_dir = Path(cfg.output.dir)
-    acc = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation,
+    # cpu=True on accelerator-less machines makes torchrun's processes a real gloo group.
+    acc = Accelerator(cpu=not _has_accelerator(), gradient_accumulation_steps=cfg.train.gradient_accumulation,
                       mixed_precision=cfg.train.mixed_precision,
                       log_with="tensorboard" if cfg.logging.tensorboard else None,
                       project_config=ProjectConfiguration(project_dir=str(run_dir),
@@ -131,6 +132,13 @@ def setup(cfg, *, resuming: bool) -> Run:
     run.weights = _balance_weights(run)
     _start_logging(run)
     return run
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
 def _weight_dtype(cfg, acc):
@@ -247,8 +255,11 @@ def make_loader(run: Run, start_step: int, stop_step: int):
                                start=start_step * accum, stop=stop_step * accum,
                                num_processes=acc.num_processes, process_index=acc.process_index,
                                weights=run.weights)
+    # Its own generator: creating the iterator must not draw from the global RNG (LoRA dropout uses it,
+    # and a resumed run creates the iterator at another point of that stream).
     return torch.utils.data.DataLoader(run.dataset, batch_sampler=sampler, collate_fn=collate,
                                        num_workers=cfg.data.num_workers,
+                                       generator=torch.Generator().manual_seed(cfg.train.seed),
                                        pin_memory=cfg.speed.pin_memory and acc.device.type == "cuda")
 
 

@@ -76,3 +76,21 @@ def trained_full(tiny_base, demo_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "full"
     train(make_cfg(demo_data, out, "train.mode=full", "train.ema_decay=0.9", "train.max_steps=3"))
     return out
+
+
+@pytest.fixture
+def shared_metadata_folder(tmp_path) -> Path:
+    """The ISIC-style metadata from ../shared (or a copy of its columns) with small images beside it."""
+    import csv
+
+    from PIL import Image
+
+    src = Path(__file__).resolve().parents[2] / "shared" / "isic_style_metadata.csv"
+    text = src.read_text() if src.is_file() else (
+        "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,"
+        "target,skin_tone\n" + "".join(f"ISIC_{i:07d},IP_{i},female,,torso,nevus,"
+                                       f"{'malignant' if i == 2 else 'benign'},0,{i % 3}\n" for i in range(1, 7)))
+    (tmp_path / "metadata.csv").write_text(text)
+    for row in csv.DictReader(text.splitlines()):
+        Image.new("RGB", (24, 24), (180, 120, 90)).save(tmp_path / f"{row['image_name']}.jpg")
+    return tmp_path
