@@ -97,7 +97,12 @@ def setup(cfg, *, resuming: bool) -> Run:
     from . import data, models
     from .optim import make_optimizer, make_scheduler
 
+    from accelerate.state import AcceleratorState
+
     run_dir = Path(cfg.output.dir)
+    # One Accelerator per train() call: forget the previous call's precision (not its process group), so a
+    # notebook or test can train twice in one process with different settings.
+    AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on accelerator-less machines makes torchrun's processes a real gloo group.
     acc = Accelerator(cpu=not _has_accelerator(), gradient_accumulation_steps=cfg.train.gradient_accumulation,
                       mixed_precision=cfg.train.mixed_precision,
