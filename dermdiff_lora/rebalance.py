@@ -10,6 +10,7 @@ is written atomically before its metadata row is appended.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import os
@@ -174,9 +175,7 @@ def _append_line(path: Path, line: str) -> None:
 
 
 def _csv_line(fieldnames: list[str], row: Mapping[str, object]) -> str:
-    from io import StringIO
-
-    buf = StringIO()
+    buf = io.StringIO()
     csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n").writerow(row)
     return buf.getvalue()
 
@@ -211,10 +210,8 @@ def _copy_real(folder: Path, out: Path, images: list[Path], link: bool) -> None:
         tmp = dst.with_name(f".{dst.name}.tmp")
         tmp.unlink(missing_ok=True)
         try:
-            if not link:
-                raise OSError
-            os.link(src, tmp)
-        except OSError:
+            os.link(src, tmp) if link else shutil.copy2(src, tmp)
+        except OSError:  # another file system: copy instead
             shutil.copy2(src, tmp)
         os.replace(tmp, dst)
 
@@ -254,7 +251,7 @@ def _load_state(out: Path, names: dict[str, tuple[str, int]], synthetic: list[di
     if journal_path.is_file():
         _repair_tail(journal_path)
         records = [json.loads(line) for line in journal_path.read_text(encoding="utf-8").splitlines() if line]
-    accepted = {names[row[file_column]]: int(row["seed"]) for row in synthetic}
+    accepted = {names[r[file_column]]: int(r["seed"]) for r in synthetic if r[file_column] in names}
     records = [r for r in records if r["reason"] is not None or (r["group"], r["slot"]) in accepted]
     journalled = {(r["group"], r["slot"]) for r in records if r["reason"] is None}
     slots: dict[tuple[str, int], _Slot] = {}
@@ -320,7 +317,7 @@ def _fill_slot(run: _Run, gi: int, key: tuple[str, ...], index: int, slot: _Slot
     values = dict(zip(run.groups, key))
     prompt = run.prompt_fn(values)
     wanted = tone_name(values[run.tone_column], run.scheme)
-    name = _slot_name(key, index)
+    name = _slot_name(run.seed, key, index)
     for attempt in range(slot.tries, run.max_tries):
         seed = run.seed + 1_000_000 * gi + 1000 * index + attempt
         image = run.generate_fn(prompt, seed)
@@ -353,8 +350,8 @@ def _fill_slot(run: _Run, gi: int, key: tuple[str, ...], index: int, slot: _Slot
     return False
 
 
-def _slot_name(key: tuple[str, ...], index: int) -> str:
-    return f"syn_{re.sub(r'[^A-Za-z0-9]+', '-', '_'.join(key)).strip('-').lower()}_{index:05d}"
+def _slot_name(seed: int, key: tuple[str, ...], index: int) -> str:
+    return f"syn{seed}_{re.sub(r'[^A-Za-z0-9]+', '-', '_'.join(key)).strip('-').lower()}_{index:05d}"
 
 
 def _plan(
@@ -368,6 +365,28 @@ def _plan(
         existing[tuple(row[c] for c in groups)] += 1
     lacking = plan_counts(existing, target)
     return all_groups, {k: lacking[k] for k in all_groups}
+
+
+def _read_input(folder: Path, groups: Sequence[str], file_column: str):
+    """(metadata path, columns, rows, file column, image paths) of the input dataset, all checked."""
+    metadata, columns, rows = read_metadata(folder)
+    file_col = pick_column(columns, file_column, metadata)
+    for column in groups:
+        pick_column(columns, column, metadata)
+    return metadata, columns, rows, file_col, resolve_images(folder, rows, file_col, metadata)
+
+
+def _check_args(groups: Sequence[str], tone_column: str, prompt_fn, max_tries: int) -> None:
+    if tone_column not in groups or not 1 <= max_tries <= MAX_TRIES:
+        raise ConfigError(
+            f"rebalance: tone_column {tone_column!r} must be one of groups {tuple(groups)} and "
+            f"max_tries={max_tries} in 1..{MAX_TRIES}"
+        )
+    if prompt_fn is None and set(groups) != {"benign_malignant", "skin_tone"}:
+        raise ConfigError(
+            f"rebalance: groups {tuple(groups)} need a prompt_fn (the default prompt uses "
+            "benign_malignant and skin_tone)"
+        )
 
 
 def rebalance(
@@ -391,65 +410,50 @@ def rebalance(
 
     ``target`` keys are tuples of group values (strings), e.g. ``("malignant", "2")``. ``prompt_fn(row)``
     gets the group values; default ``default_prompt``. ``link`` hard-links real images where possible.
-    Synthetic images are ``syn_<group>_<slot>.png`` with PNG text chunks synthetic / prompt / seed.
+    Synthetic images are ``syn<seed>_<group>_<slot>.png`` with PNG text chunks synthetic / prompt / seed.
     """
+    _check_args(groups, tone_column, prompt_fn, max_tries)
     tone_scheme = get_scheme(scheme)
-    if tone_column not in groups or not 1 <= max_tries <= MAX_TRIES:
-        raise ConfigError(
-            f"rebalance: tone_column {tone_column!r} must be one of groups {tuple(groups)} and "
-            f"max_tries={max_tries} in 1..{MAX_TRIES}"
-        )
-    if prompt_fn is None and set(groups) != {"benign_malignant", "skin_tone"}:
-        raise ConfigError(
-            f"rebalance: groups {tuple(groups)} need a prompt_fn (the default prompt uses "
-            "benign_malignant and skin_tone)"
-        )
     folder, out = Path(dataset_dir), Path(out_dir)
-    metadata, columns, rows = read_metadata(folder)
-    file_col = pick_column(columns, file_column, metadata)
-    for column in groups:
-        pick_column(columns, column, metadata)
-    images = resolve_images(folder, rows, file_col, metadata)
+    metadata, columns, rows, file_col, images = _read_input(folder, groups, file_column)
     all_groups, plan = _plan(rows, groups, tone_column, tone_scheme, target)
-    _prepare_out(
-        folder,
-        out,
-        {
-            "dataset_dir": str(folder.resolve()),
-            "groups": list(groups),
-            "seed": seed,
-            "scheme": tone_scheme.name,
-            "plan": {_label(k): n for k, n in plan.items()},
-        },
-    )
+    suffix = "" if rows and not Path(rows[0][file_col]).suffix else ".png"
+    names = {_slot_name(seed, k, i) + suffix: (_label(k), i) for k in all_groups for i in range(plan[k])}
+    if clash := sorted(names.keys() & {row[file_col] for row in rows}):
+        raise DataError(
+            f"{metadata} already lists {clash[0]} (an earlier rebalance with seed {seed}); pass another seed"
+        )
+    settings = {
+        "dataset_dir": str(folder.resolve()),
+        "groups": list(groups),
+        "seed": seed,
+        "scheme": tone_scheme.name,
+        "plan": {_label(k): n for k, n in plan.items()},
+    }
+    _prepare_out(folder, out, settings)
     _copy_real(folder, out, images, link)
     fieldnames, synthetic = _init_metadata(out, columns, rows)
-    suffix = "" if rows and not Path(rows[0][file_col]).suffix else ".png"
-    names = {_slot_name(k, i) + suffix: (_label(k), i) for k in all_groups for i in range(plan[k])}
     slots, _ = _load_state(out, names, synthetic, file_col)
     run = _Run(
-        out,
-        generate_fn,
-        prompt_fn or default_prompt,
-        tone_scheme,
-        groups,
-        tone_column,
-        fieldnames,
-        file_col,
-        suffix,
-        seed,
-        max_tries,
+        out=out,
+        generate_fn=generate_fn,
+        prompt_fn=prompt_fn or default_prompt,
+        scheme=tone_scheme,
+        groups=groups,
+        tone_column=tone_column,
+        fieldnames=fieldnames,
+        file_column=file_col,
+        file_suffix=suffix,
+        seed=seed,
+        max_tries=max_tries,
     )
     todo = [
-        (gi, k, i)
+        (gi, k, i, slots.get((_label(k), i), _Slot()))
         for gi, k in enumerate(all_groups)
         for i in range(plan[k])
-        if not (s := slots.get((_label(k), i), _Slot())).accepted and s.tries < max_tries
     ]
-    added = sum(
-        _fill_slot(run, gi, k, i, slots.get((_label(k), i), _Slot()))
-        for gi, k, i in tqdm(todo, desc="rebalance", unit="img", disable=not progress)
-    )
+    todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
+    added = sum(_fill_slot(run, *t) for t in tqdm(todo, desc="rebalance", unit="img", disable=not progress))
     _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
     report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE)
     atomic_write(report.path, report.to_json())

@@ -184,11 +184,12 @@ def _open(mask: np.ndarray, radius: float) -> np.ndarray:
 def masks(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lesion, hair, skin) boolean masks of a CIELAB image.
 
-    Hair: morphological black-hat of L* above ``HAIR_CONTRAST``, dilated by 1 px. Lesion: the darker Otsu
-    class of L* smoothed around the hair (normalised convolution) when the two classes differ by at least
-    ``LESION_CONTRAST``; opened by a disk of 2.5 % of the longest side (drops hair clumps), specks under
-    0.2 % of the area removed, holes filled. Skin: neither, with the
-    lesion widened by a margin of 1.5 % of the longest side (its soft edge), and no specular highlights.
+    Hair: morphological black-hat of L* (disk of 1.2 % of the longest side) above ``HAIR_CONTRAST``,
+    dilated by 1 px. Lesion: the darker Otsu class of L* smoothed around the hair (normalised convolution)
+    when the two class means differ by at least ``LESION_CONTRAST``; opened by a disk of 2.5 % of the
+    longest side (drops hair clumps), specks under 0.2 % of the area removed, holes filled. Skin: the rest,
+    less a margin of 1.5 % of the longest side around the lesion (its soft edge) and specular highlights
+    (L* >= 98). A lesion filling the whole frame in one colour cannot be told from skin of that colour.
     """
     lightness = lab[..., 0]
     side = max(lightness.shape)

@@ -172,7 +172,10 @@ def test_hard_links_and_jsonl_input(source, tmp_path):
     report = rebalance(data, tmp_path / "out", StandIn(), target=target, link=True, progress=False)
     assert report.added == 2
     out_rows = _rows(tmp_path / "out")
-    assert [r["file_name"] for r in out_rows[-2:]] == ["syn_benign-2_00000.png", "syn_malignant-2_00000.png"]
+    assert [r["file_name"] for r in out_rows[-2:]] == [
+        "syn0_benign-2_00000.png",
+        "syn0_malignant-2_00000.png",
+    ]
     first = lines[0]["file_name"]
     assert (tmp_path / "out" / first).stat().st_ino == (data / first).stat().st_ino
 
