@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import data
 from .errors import ConfigError, DataError
 from .skintone import STRATEGIES, GrayscaleError, ToneEstimate, estimate_ita, get_scheme
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG", ".tif", ".tiff", ".bmp", ".webp")
 FILE_COLUMNS = ("file_name", "image_name")
 TONE_FIELDS = (
     "file",
@@ -37,32 +37,9 @@ UNDETERMINED = "undetermined"
 
 def read_metadata(dataset_dir: str | os.PathLike) -> tuple[Path, list[str], list[dict]]:
     """(metadata path, columns, rows as dicts of strings) of ``metadata.csv`` or ``metadata.jsonl``."""
-    folder = Path(dataset_dir)
-    if not folder.is_dir():
-        raise DataError(f"dataset folder {folder} does not exist; pass the folder holding metadata.csv")
-    for name in ("metadata.csv", "metadata.jsonl"):
-        path = folder / name
-        if path.is_file():
-            break
-    else:
-        raise DataError(
-            f"{folder} has no metadata.csv or metadata.jsonl; add one with a file_name or image_name column"
-        )
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = [{k: (v or "") for k, v in row.items()} for row in reader]
-            columns = list(reader.fieldnames or [])
-    else:
-        try:
-            rows = [
-                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {exc.lineno} is not JSON ({exc.msg}); fix or remove it") from exc
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        rows = [{k: "" if row.get(k) is None else str(row.get(k)) for k in columns} for row in rows]
-    return path, columns, rows
+    rows, path = data.read_metadata(dataset_dir)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return path, columns, [{k: "" if row.get(k) is None else str(row.get(k)) for k in columns} for row in rows]
 
 
 def pick_column(columns: list[str], wanted: str, path: Path) -> str:
@@ -76,21 +53,9 @@ def pick_column(columns: list[str], wanted: str, path: Path) -> str:
     )
 
 
-def find_image(folder: Path, value: str) -> Path | None:
-    """The image a metadata value names: the path itself, or ``<stem>.<ext>`` for a bare stem."""
-    path = folder / value
-    if path.is_file():
-        return path
-    if not Path(value).suffix:
-        for ext in IMAGE_EXTENSIONS:
-            if (candidate := folder / f"{value}{ext}").is_file():
-                return candidate
-    return None
-
-
 def resolve_images(folder: Path, rows: list[dict], column: str, metadata: Path) -> list[Path]:
     """The image of every row; DataError names the missing ones."""
-    paths = [find_image(folder, row[column]) for row in rows]
+    paths = [data.find_image(folder, row[column]) for row in rows]
     missing = [row[column] for row, p in zip(rows, paths) if p is None]
     if missing:
         raise DataError(

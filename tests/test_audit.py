@@ -97,7 +97,7 @@ def test_bad_inputs_are_named(dataset, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         audit_dataset(tmp_path / "nope", progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no metadata.csv or metadata.jsonl"):
+    with pytest.raises(DataError, match="no metadata.jsonl or metadata.csv"):
         audit_dataset(tmp_path / "empty", progress=False)
     with pytest.raises(DataError, match="available columns: image_name, patient_id"):
         audit_dataset(dataset, tmp_path / "o.csv", diagnosis_column="dx", progress=False)
