@@ -119,7 +119,7 @@ def load_pipeline(base: str, revision: str | None = None, *, allow_pickle: bool 
 # ------------------------------------------------------------------------------------------ tiny models
 def ensure_tiny_random() -> Path:
     """Build the tiny-random pipeline once into the cache (atomically: parallel processes are safe)."""
-    folder = cache_dir() / "tiny-random-v2"
+    folder = cache_dir() / "tiny-random-v3"
     if (folder / "model_index.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,8 @@ def _bytes_to_unicode() -> list[str]:
 def tiny_architecture(vocab_size: int, sample_size: int = 32) -> dict[str, dict]:
     """Configs of a small SD-1.x-shaped pipeline (cross-attention UNet, KL VAE, CLIP text encoder)."""
     return {
-        "unet": dict(sample_size=sample_size // 2,  # the 2-block VAE downsamples by 2 in_channels=4, out_channels=4, layers_per_block=1,
+        "unet": dict(sample_size=sample_size // 2,  # the 2-block VAE downsamples by 2
+                     in_channels=4, out_channels=4, layers_per_block=1,
                      block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
                      attention_head_dim=8, norm_num_groups=32),

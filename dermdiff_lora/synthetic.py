@@ -227,7 +227,8 @@ def _split_counts(n: int, tone_counts: dict | None) -> dict[str, int]:
     return {g: int(tone_counts.get(g, 0)) for g in TONE_GROUPS}
 
 
-def _plan_rows(counts: dict[str, int], malignant_fraction: float, rng: np.random.Generator) -> list[dict]:
+def _plan_rows(counts: dict[str, int], malignant_fraction: float, rng: np.random.Generator,
+               ita_ranges: dict[str, tuple[float, float]]) -> list[dict]:
     """One metadata row (without the image-derived columns) per image, in a shuffled order."""
     rows = []
     for code, group in enumerate(TONE_GROUPS):
@@ -240,7 +241,7 @@ def _plan_rows(counts: dict[str, int], malignant_fraction: float, rng: np.random
                     "benign_malignant": "malignant" if malignant else "benign",
                     "target": int(malignant),
                     "skin_tone": code,
-                    "ita_true": float(rng.uniform(*TONE_ITA_RANGES[group])),
+                    "ita_true": float(rng.uniform(*ita_ranges[group])),
                 }
             )
     order = rng.permutation(len(rows))
@@ -280,12 +281,13 @@ def make_dataset(
     hair: int = 0,
     image_format: str = "png",
     overwrite: bool = False,
+    ita_ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Path:
     """Write an ISIC-style imagefolder of synthetic images plus ``metadata.csv`` and return its path.
 
     ``tone_counts`` (group name -> count) replaces the even split of ``n`` over ``TONE_GROUPS``; each
-    group's ITA is uniform in ``TONE_ITA_RANGES``. ``round(count * malignant_fraction)`` images per group
-    are malignant. ``size`` is as in ``draw_skin``. The folder is built beside ``out_dir`` and moved into
+    group's ITA is uniform in ``ita_ranges[group]`` (default ``TONE_ITA_RANGES``).
+    ``round(count * malignant_fraction)`` images per group are malignant. ``size`` is as in ``draw_skin``. The folder is built beside ``out_dir`` and moved into
     place when complete.
     """
     out_dir = Path(out_dir)
@@ -297,7 +299,10 @@ def make_dataset(
         )
     _fresh_dir(out_dir, overwrite)
     rng = np.random.default_rng(seed)
-    rows = _plan_rows(_split_counts(n, tone_counts), malignant_fraction, rng)
+    ranges = {**TONE_ITA_RANGES, **(ita_ranges or {})}
+    if any(not -70.0 <= lo <= hi <= 80.0 for lo, hi in ranges.values()):
+        raise ConfigError(f"make_dataset: ita_ranges={ita_ranges!r} must be (low, high) pairs within -70..80")
+    rows = _plan_rows(_split_counts(n, tone_counts), malignant_fraction, rng, ranges)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
