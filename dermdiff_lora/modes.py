@@ -6,10 +6,20 @@ from . import checkpoint
 from .errors import ConfigError
 
 
+def _place(model, run, frozen: bool = True):
+    """Move a model to the device; frozen weights also take the mixed-precision dtype."""
+    import torch
+
+    model.requires_grad_(not frozen)
+    model.to(run.accelerator.device)
+    if frozen and run.weight_dtype != torch.float32:
+        model.to(dtype=run.weight_dtype)
+    return model
+
+
 def _frozen_to_device(run) -> None:
-    device, dtype = run.accelerator.device, run.weight_dtype
-    run.parts.vae.requires_grad_(False).to(device, dtype=dtype)
-    run.parts.text_encoder.requires_grad_(False).to(device, dtype=dtype)
+    _place(run.parts.vae, run)
+    _place(run.parts.text_encoder, run)
 
 
 def setup_lora(run) -> None:
@@ -20,7 +30,7 @@ def setup_lora(run) -> None:
 
     cfg, parts = run.cfg, run.parts
     _frozen_to_device(run)
-    parts.unet.requires_grad_(False).to(run.accelerator.device, dtype=run.weight_dtype)
+    _place(parts.unet, run)
     if cfg.model.init_adapter:
         lora.load_into(parts.unet, cfg.model.init_adapter, "unet")
         if cfg.lora.text_encoder:
