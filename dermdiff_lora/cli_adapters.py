@@ -141,12 +141,19 @@ def _rank_or_energy(p: argparse.ArgumentParser) -> None:
     group.add_argument("--energy", type=float, help="per-layer rank keeping this fraction of Σs² (e.g. 0.9)")
 
 
+SPEC = "PATH[:SCALE] (folder or .safetensors, diffusers or kohya keys; scale defaults to 1)"
+
+
 def register(sub) -> None:
-    spec = "PATH[:SCALE] (folder or .safetensors, diffusers or kohya keys; scale defaults to 1)"
+    _generate_parser(sub)
+    _adapter_parsers(sub)
+
+
+def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="render images with a base model + adapters (or a full fine-tune)")
     p.add_argument("--base", default="tiny-random", help="Hub id, pipeline folder (a full fine-tune too), tiny-random")
     p.add_argument("--revision", default=None)
-    p.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]", help=spec + "; repeatable")
+    p.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]", help=SPEC + "; repeatable")
     p.add_argument("--prompt", action="append", default=[], help="free-text prompt (repeatable); default: every "
                    "combination of the adapter's prompt template")
     p.add_argument("--grid", help="template columns in grid order, rows first, e.g. benign_malignant,skin_tone")
@@ -167,6 +174,8 @@ def register(sub) -> None:
     _common(p, "output folder (images/, grid.png, generate.json)", json_flag=False)
     p.set_defaults(func=cmd_generate)
 
+
+def _adapter_parsers(sub) -> None:
     p = sub.add_parser("inspect", help="rank, alpha, targets, size, base and prompts of an adapter")
     p.add_argument("adapter", help="adapter folder or file (diffusers or kohya keys)")
     p.add_argument("--json", action="store_true")
@@ -176,7 +185,7 @@ def register(sub) -> None:
     p = sub.add_parser("merge", help="fuse adapter(s) into the base → a full pipeline folder")
     p.add_argument("--base", required=True, help="Hub id, pipeline folder or tiny-random")
     p.add_argument("--revision", default=None)
-    p.add_argument("--adapter", action="append", required=True, metavar="PATH[:SCALE]", help=spec + "; repeatable")
+    p.add_argument("--adapter", action="append", required=True, metavar="PATH[:SCALE]", help=SPEC + "; repeatable")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     _common(p, "output pipeline folder", json_flag=False)
     p.set_defaults(func=cmd_merge)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AdapterError
+from ..errors import AdapterError, ConfigError
 from ..models import PICKLE_SUFFIXES, resolve_base
 from . import io, svd
 from .layers import Adapter, Layer, derived_meta, most_common
@@ -32,6 +32,8 @@ def extract(tuned: str | os.PathLike, base: str, out: str | os.PathLike, *, rank
     """Write the LoRA of ``tuned − base`` to ``out``; return per-layer errors and what was not carried."""
     if (rank is None) == (energy is None):
         raise AdapterError("extract needs exactly one of --rank or --energy")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device here; use --device cpu")
     io.check_output(out, overwrite, [tuned])
     tuned_dir = unet_dir(tuned)
     base_dir = unet_dir(resolve_base(base, revision, allow_pickle))
@@ -98,9 +100,9 @@ def _targets(kinds: dict[str, str], targets: Sequence[str] | None) -> set[str]:
 @contextmanager
 def _weights(folder: Path, allow_pickle: bool) -> Iterator[tuple[dict, object]]:
     """``(shapes, get)`` over a UNet folder's weight files, read one tensor at a time."""
-    files = sorted(folder.glob("*.safetensors"))
+    files = _main_variant(folder.glob("*.safetensors"))
     if not files:
-        pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        pickles = _main_variant(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if not pickles:
             raise AdapterError(f"{folder} holds no UNet weights (*.safetensors)")
         state = {}
@@ -120,6 +122,13 @@ def _weights(folder: Path, allow_pickle: bool) -> Iterator[tuple[dict, object]]:
             for key in handle.keys():
                 owner[key], shapes[key] = handle, tuple(handle.get_slice(key).get_shape())
         yield shapes, lambda key: owner[key].get_tensor(key)
+
+
+def _main_variant(files) -> list[Path]:
+    """Weight files without a variant (``.fp16``, ``.non_ema``) when there are any, as diffusers loads."""
+    files = sorted(files)
+    plain = [f for f in files if f.name.count(".") == 1]
+    return plain or files
 
 
 def _check_same_architecture(tuned: dict, base: dict, tuned_dir: Path, base_dir: Path) -> None:

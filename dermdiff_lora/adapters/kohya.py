@@ -9,8 +9,6 @@ modules use (``to_q``, ``conv_shortcut``, ``time_emb_proj``, …).
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from ..errors import AdapterError
@@ -108,7 +106,3 @@ def _refuse_foreign(keys: list[str], source: str) -> None:
     if ldm:
         raise AdapterError(f"{source}: key {ldm!r} uses the original LDM block names (input_blocks, ...); "
                            "only kohya files with diffusers module names (down_blocks, ...) are supported")
-
-
-def header(meta: dict) -> str:
-    return json.dumps(meta, sort_keys=True)

@@ -23,7 +23,7 @@ def resize(src: str | os.PathLike, out: str | os.PathLike, *, rank: int | None =
         raise AdapterError(f"--rank must be ≥ 1, not {rank}")
     io.check_output(out, overwrite, [src])
     adapter = io.load(src, allow_pickle=allow_pickle)
-    alpha = most_common(layer.alpha for layer in adapter.layers.values())
+    alpha = most_common(layer.alpha for layer in adapter.layers.values())  # kept for the new layers
     layers, rows, approxes = {}, [], []
     for name, layer in adapter.layers.items():
         if rank is not None and layer.rank <= rank:
@@ -34,7 +34,8 @@ def resize(src: str | os.PathLike, out: str | os.PathLike, *, rank: int | None =
             continue
         up, down = layer.factors()
         approx = svd.of_product(up, down, name=name, rank=rank, energy=energy, max_rank=layer.max_rank)
-        layers[name] = Layer.from_factors(approx.up, approx.down, layer.base_shape, alpha, layer.down.dtype)
+        layers[name] = Layer.from_factors(approx.up, approx.down, layer.base_shape, alpha or approx.rank,
+                                          layer.down.dtype)
         approxes.append(approx)
         rows.append({"layer": name, "rank_in": layer.rank, "rank": approx.rank, "energy": approx.energy,
                      "rel_error": approx.rel_error, "kept": False})

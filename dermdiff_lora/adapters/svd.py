@@ -75,8 +75,7 @@ def of_product(up: torch.Tensor, down: torch.Tensor, *, name: str, max_rank: int
     q_down, r_down = torch.linalg.qr(down.T)
     u, s, vh = torch.linalg.svd(r_up @ r_down.T)
     k = choose_rank(s, rank=rank, energy=energy, name=name, max_rank=max_rank)
-    approx = _truncate(q_up @ u, s, vh @ q_down.T, k, rank_in=int(down.shape[0]))
-    return approx
+    return _truncate(q_up @ u, s, vh @ q_down.T, k, rank_in=int(down.shape[0]))
 
 
 def of_dense(delta: torch.Tensor, *, name: str, rank: int | None = None, energy: float | None = None,
