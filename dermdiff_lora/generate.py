@@ -98,7 +98,10 @@ class GenerateSettings:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> GenerateSettings:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read generate settings {path}: {exc}") from None
         data = data.get("settings", data)
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:

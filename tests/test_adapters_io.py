@@ -127,3 +127,16 @@ def test_outputs_are_refused_when_present_and_inputs_never_overwritten(trained_l
 def test_a_pipeline_folder_is_not_taken_for_an_adapter(tiny_base):
     with pytest.raises(AdapterError, match="full pipeline folder"):
         io.load(tiny_base)
+
+
+def test_rslora_scale_is_kept_and_dora_is_refused(trained_lora, tmp_path):
+    tensors, header = load_file(str(io.weights_file(trained_lora))), lora.read_header(trained_lora)
+    flat = json.loads(header[lora.DIFFUSERS_META_KEY])
+    save_file(tensors, str(tmp_path / "rs.safetensors"),
+              {lora.DIFFUSERS_META_KEY: json.dumps({**flat, "unet.use_rslora": True})})
+    layer = next(iter(io.load(tmp_path / "rs.safetensors").layers.values()))
+    assert layer.scale == pytest.approx(8.0 / 4 ** 0.5)
+    save_file(tensors, str(tmp_path / "dora.safetensors"),
+              {lora.DIFFUSERS_META_KEY: json.dumps({**flat, "unet.use_dora": True})})
+    with pytest.raises(AdapterError, match="DoRA"):
+        io.load(tmp_path / "dora.safetensors")

@@ -81,3 +81,20 @@ def test_varying_attention_alphas_are_kept_and_flagged(tiny_base, tmp_path):
     assert result["notes"] and "alpha" in result["notes"][0]
     alphas = {k: float(v) for k, v in load_file(str(tmp_path / "k.safetensors")).items() if k.endswith(".alpha")}
     assert sorted(set(alphas.values())) == [1.0, 2.0, 3.0]
+
+
+def test_kohya_file_without_alphas_means_alpha_equals_rank(tiny_base, tmp_path):
+    from safetensors.torch import save_file
+
+    convert(make_adapter("broad"), tmp_path / "k.safetensors", to="kohya")
+    tensors = {k: v for k, v in load_file(str(tmp_path / "k.safetensors")).items() if not k.endswith(".alpha")}
+    save_file(tensors, str(tmp_path / "noalpha.safetensors"))
+    adapter = io.load(tmp_path / "noalpha.safetensors")
+    assert {layer.alpha for layer in adapter.layers.values()} == {4.0} and adapter.fmt == "kohya"
+    stock = load_pipeline("tiny-random")
+    stock.load_lora_weights(str(tmp_path), weight_name="noalpha.safetensors")
+    ours = load_pipeline("tiny-random")
+    from dermdiff_lora.adapters.apply import attach
+
+    attach(ours, [(tmp_path / "noalpha.safetensors", 1.0)], base_label="tiny-random")
+    assert torch.allclose(unet_out(stock.unet), unet_out(ours.unet), atol=1e-5)

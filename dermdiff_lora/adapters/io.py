@@ -270,14 +270,10 @@ def check_fits(adapter: Adapter, models: dict[str, torch.nn.Module], base_label:
         raise AdapterError(
             f"adapter {adapter.source} (trained on {trained_on}, fingerprint {adapter.fingerprint()}) does not "
             f"fit base {base_label} (fingerprint {fingerprint(found)}): {len(wrong)} layer(s) differ in shape, "
-            f"e.g. {name} is {layer_shape(adapter, name)} in the adapter but {found[name]} in the base; an "
+            f"e.g. {name} is {adapter.layers[name].base_shape} in the adapter but {found[name]} in the base; an "
             "SD-1.x adapter needs an SD-1.x base (SD 2.x/SDXL layers are shaped differently)")
     if missing:
         raise AdapterError(
             f"adapter {adapter.source} (trained on {trained_on}): {len(missing)} of {len(adapter.layers)} "
             f"layer(s) have no match in base {base_label}, e.g. {missing[0]} (another architecture, or an "
             "unknown key layout)")
-
-
-def layer_shape(adapter: Adapter, name: str) -> tuple[int, ...]:
-    return adapter.layers[name].base_shape
