@@ -176,3 +176,10 @@ def test_full_model_card_and_upload_plan(trained_full, tmp_path):
     assert "model_index.json" in plan and "unet/diffusion_pytorch_model.safetensors" in plan
     assert not any(p.startswith(("checkpoints/", "logs/")) or p.endswith(".bin") for p in plan)
 
+
+def test_example_card_in_docs_is_current_and_parses():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "example_model_card.md").read_text()
+    meta, body = split_card(text)
+    assert REQUIRED.items() <= meta.items() and meta["widget"][0]["output"]["url"] == "example_model_card_grid.png"
+    assert (Path(__file__).resolve().parents[1] / "docs" / "example_model_card_grid.png").is_file()
+    assert "Not a diagnostic device" in body and "/tmp" not in text
