@@ -78,16 +78,19 @@ def run_dir(trained_lora, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pushed(hub, run_dir, tmp_path_factory) -> dict:
-    """Dry-run, push and pull the run through the real client (HF_DEBUG=1: every request is logged)."""
+def pushed(hub, run_dir, trained_full, tmp_path_factory) -> dict:
+    """Dry-run, push and pull the LoRA run, push and pull the full-model run as a base model, through the
+    real client (HF_DEBUG=1: every request is logged)."""
     tmp = tmp_path_factory.mktemp("hubclient")
     code = f"""
 import json
-from dermdiff_lora import hub
+from dermdiff_lora import hub, models
 dry = hub.push({str(run_dir)!r}, {REPO!r}, dry_run_dir={str(tmp / 'dry')!r})
 done = hub.push({str(run_dir)!r}, {REPO!r}, message="first adapter")
 path = hub.pull({REPO!r})
-print(json.dumps({{"dry": dry, "push": done, "pull": str(path)}}))
+hub.push({str(trained_full)!r}, "alice/full-demo")
+base = models.resolve_base("alice/full-demo")
+print(json.dumps({{"dry": dry, "push": done, "pull": str(path), "base": str(base)}}))
 """
     out = run_client(code, {**client_env(tmp / "hf-home", hub.url), "HF_DEBUG": "1"})
     return {**out, "tmp": tmp}
@@ -104,6 +107,18 @@ def test_push_then_pull_gives_identical_files(hub, run_dir, pushed):
         (run_dir / "pytorch_lora_weights.safetensors").read_bytes()
     assert [tuple(f) for f in pushed["push"]["files"]] == [tuple(f) for f in pushed["dry"]["files"]]
     assert "alice/skin-demo" in (pulled / "README.md").read_text()
+
+
+def test_full_model_round_trip_is_a_base_model_by_id(trained_full, pushed):
+    from dermdiff_lora.hub import upload_plan
+
+    base = Path(pushed["base"])
+    plan = upload_plan(trained_full)
+    names = {p.relative_to(base).as_posix() for p in all_files(base)}
+    assert names == (set(plan) - {"dermdiff_config.yaml"}) | {"README.md"}
+    assert "unet/diffusion_pytorch_model.safetensors" in names
+    for name in names - {"README.md"}:
+        assert (base / name).read_bytes() == plan[name].read_bytes(), name
 
 
 def test_push_is_one_commit_through_regular_and_lfs_paths(hub, pushed):
