@@ -44,8 +44,10 @@ def add_lora(model, config, what: str) -> None:
 
 
 def adapter_file(path: str | os.PathLike) -> Path:
-    """The weights file of an adapter folder (or the file itself)."""
-    path = Path(path)
+    """The weights file of an adapter folder, a file, or a Hub id ``user/repo[@revision]`` (cached)."""
+    from .hub import resolve_adapter
+
+    path = resolve_adapter(path)
     if path.is_dir():
         path = path / WEIGHT_NAME
     if not path.is_file():
