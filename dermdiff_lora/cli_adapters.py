@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 BLANK_EXIT = 3  # generate: some images came out blank (all black / uniform)
 
@@ -49,14 +50,36 @@ def _error_table(result: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ handlers
+def _base_of(args, source: str | None, fallback: str | None = None) -> tuple[str, str | None]:
+    """``--base`` if given, else the base recorded with the adapter or training output (nothing retyped)."""
+    if args.base:
+        return args.base, args.revision
+    if source:
+        from . import lora
+        from .adapters.io import saved_config
+
+        path = adapter_spec(source)[0]
+        meta = lora.read_metadata(path) if not Path(path).joinpath("model_index.json").is_file() else {}
+        saved = (saved_config(path) or {}).get("config", {}).get("model", {})
+        base = meta.get("base_model") or saved.get("base")
+        if base:
+            return base, args.revision or meta.get("base_revision") or saved.get("revision")
+    if fallback:
+        return fallback, None
+    from .errors import ConfigError
+
+    raise ConfigError(f"cannot tell the base model of {source or 'this command'}: pass --base")
+
+
 def cmd_generate(args) -> int:
     from .generate import GenerateSettings, generate
 
     if args.settings:
         settings = GenerateSettings.from_json(args.settings)
     else:
+        base, revision = _base_of(args, args.adapter[0] if args.adapter else None, fallback="tiny-random")
         settings = GenerateSettings(
-            base=args.base, revision=args.revision, adapters=[adapter_spec(a) for a in args.adapter],
+            base=base, revision=revision, adapters=[adapter_spec(a) for a in args.adapter],
             prompts=args.prompt, grid=_csv(args.grid) if args.grid else None,
             negative_prompt=args.negative_prompt, seed=args.seed, num_images=args.num_images, steps=args.steps,
             guidance_scale=args.guidance, scheduler=args.scheduler, height=args.height, width=args.width,
@@ -82,8 +105,9 @@ def cmd_inspect(args) -> int:
 def cmd_merge(args) -> int:
     from .adapters.merge import merge
 
-    result = merge(args.base, [adapter_spec(a) for a in args.adapter], args.out, dtype=args.dtype,
-                   revision=args.revision, overwrite=args.overwrite, allow_pickle=args.allow_pickle)
+    base, revision = _base_of(args, args.adapter[0])
+    result = merge(base, [adapter_spec(a) for a in args.adapter], args.out, dtype=args.dtype,
+                   revision=revision, overwrite=args.overwrite, allow_pickle=args.allow_pickle)
     _print(result, True)
     return 0
 
@@ -100,8 +124,9 @@ def cmd_combine(args) -> int:
 def cmd_extract(args) -> int:
     from .adapters.extract import extract
 
-    result = extract(args.tuned, args.base, args.out, rank=args.rank, energy=args.energy,
-                     targets=_csv(args.targets) if args.targets else None, revision=args.revision,
+    base, revision = _base_of(args, args.tuned)
+    result = extract(args.tuned, base, args.out, rank=args.rank, energy=args.energy,
+                     targets=_csv(args.targets) if args.targets else None, revision=revision,
                      allow_pickle=args.allow_pickle, overwrite=args.overwrite, device=args.device)
     _print(result, args.json, _error_table)
     return 0
@@ -151,7 +176,8 @@ def register(sub) -> None:
 
 def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="render images with a base model + adapters (or a full fine-tune)")
-    p.add_argument("--base", default="tiny-random", help="Hub id, pipeline folder (a full fine-tune too), tiny-random")
+    p.add_argument("--base", default=None, help="Hub id, pipeline folder (a full fine-tune too), tiny-random; "
+                   "default: the adapter's recorded base (tiny-random without adapters)")
     p.add_argument("--revision", default=None)
     p.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]", help=SPEC + "; repeatable")
     p.add_argument("--prompt", action="append", default=[], help="free-text prompt (repeatable); default: every "
@@ -183,7 +209,8 @@ def _adapter_parsers(sub) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("merge", help="fuse adapter(s) into the base → a full pipeline folder")
-    p.add_argument("--base", required=True, help="Hub id, pipeline folder or tiny-random")
+    p.add_argument("--base", default=None, help="Hub id, pipeline folder or tiny-random (default: the "
+                   "adapter's recorded base)")
     p.add_argument("--revision", default=None)
     p.add_argument("--adapter", action="append", required=True, metavar="PATH[:SCALE]", help=SPEC + "; repeatable")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
@@ -198,7 +225,8 @@ def _adapter_parsers(sub) -> None:
 
     p = sub.add_parser("extract", help="LoRA from a full fine-tune minus its base, by SVD")
     p.add_argument("tuned", help="full fine-tune output folder (or its unet/ folder)")
-    p.add_argument("--base", required=True, help="the base it was fine-tuned from (Hub id, folder, tiny-random)")
+    p.add_argument("--base", default=None, help="the base it was fine-tuned from (Hub id, folder, tiny-random; "
+                   "default: model.base of its saved dermdiff_config.yaml)")
     p.add_argument("--revision", default=None)
     _rank_or_energy(p)
     p.add_argument("--targets", help="module name suffixes, e.g. to_q,to_k,to_v,to_out.0 or all "

@@ -31,3 +31,10 @@ def test_audit_command_writes_new_files_only(demo_data, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert sum(row["count"] for row in summary["table"]) == 24 and out.is_file()
     assert sorted(p.name for p in demo_data.iterdir()) == before
+
+
+def test_merge_takes_the_base_recorded_in_the_adapter(trained_lora, tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert cli.main(["merge", "--adapter", str(trained_lora), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["base_model"] == "tiny-random"
+    assert (out / "model_index.json").is_file()

@@ -36,5 +36,5 @@ def test_pickle_only_weights_refused_without_opt_in(tiny_base, tmp_path):
 def test_bad_name_and_uncached_hub_id_offline():
     with pytest.raises(ModelError, match="neither a local folder nor a Hub id"):
         models.resolve_base("no/such/thing")
-    with pytest.raises(HubError, match="not in the local Hugging Face cache"):
+    with pytest.raises(HubError, match="not \\(fully\\) in the local Hugging Face cache"):
         models.resolve_base("someone/not-cached-model")

@@ -29,8 +29,10 @@ _PEFT_KEY = re.compile(rf"^({'|'.join(COMPONENTS)})\.(.+)\.lora_(A|B)\.weight$")
 
 # ------------------------------------------------------------------------------------------------ reading
 def weights_file(path: str | os.PathLike, allow_pickle: bool = False) -> Path:
-    """The weights file of an adapter folder or file; pickle files need ``allow_pickle``."""
-    path = Path(path)
+    """The weights file of an adapter folder, a file or a Hub id ``user/repo[@rev]``; pickle needs opt-in."""
+    from ..hub import resolve_adapter
+
+    path = resolve_adapter(path)
     if path.is_dir():
         if (path / "model_index.json").is_file():
             raise AdapterError(f"{path} is a full pipeline folder (a full fine-tune or a merged model), not "
