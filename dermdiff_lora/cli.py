@@ -13,7 +13,7 @@ import os
 import sys
 
 # Modules that add their own subcommands with ``register(subparsers)`` (argparse only at import time).
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["cli_speed"]
 
 
 def cmd_train(args) -> int:
