@@ -127,12 +127,14 @@ class ValidationConfig:
 @dataclass
 class SpeedConfig:
     cache_latents: str = _opt("auto", choices=("auto", "on", "off"),
-                              help="cache VAE latents and text embeddings; auto = on unless random crop")
+                              help="cache VAE latents and frozen text embeddings (same losses, no VAE per "
+                                   "step); auto = on unless data.center_crop=false (random crops)")
     cache_dir: str | None = _opt(None, help="defaults to ~/.cache/dermdiff_lora/latents")
-    channels_last: bool = _opt(False)
-    compile: bool = _opt(False, help="torch.compile the UNet")
-    tf32: bool = _opt(True)
-    pin_memory: bool = _opt(True)
+    sdpa: bool = _opt(True, help="fused scaled-dot-product attention; false = diffusers' plain processor")
+    channels_last: bool = _opt(False, help="channels-last UNet weights and activations")
+    compile: bool = _opt(False, help="torch.compile the UNet (slow first step, faster after)")
+    tf32: bool = _opt(True, help="TF32 matmuls/convolutions on GPUs that have them (fp32 runs)")
+    pin_memory: bool = _opt(True, help="pinned host memory for batches (CUDA)")
 
 
 @dataclass
@@ -282,6 +284,8 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
 
 
 def _check_value(key: str, value: Any, hint: Any, meta: dict, errors: list[str]) -> Any:
+    if isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
+        value = "on" if value else "off"  # YAML 1.1 reads on/off as booleans
     ok, value = _coerce(value, hint)
     if not ok:
         errors.append(f"{key}: expected {_type_name(hint)}, got {value!r}")

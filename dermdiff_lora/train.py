@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint, config, modes, prompts
+from . import cache, checkpoint, config, modes, prompts
 from .errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ def setup(cfg, *, resuming: bool) -> Run:
     run = Run(cfg, acc, parts, builder, index, data.ImageCaptionDataset(index, cfg.data, parts.tokenizer), [])
     run.weight_dtype = _weight_dtype(cfg, acc)
     (modes.setup_lora if cfg.train.mode == "lora" else modes.setup_full)(run)
+    _fast_paths(run)
+    if cache.cache_enabled(cfg):
+        cache.attach(run)
     run.optimizer = make_optimizer(run.params, cfg.optim, acc.device.type)
     run.lr_scheduler = make_scheduler(run.optimizer, cfg.optim, cfg.train.max_steps)
     prepared = acc.prepare(*run.extra["trained"], run.optimizer)
@@ -130,6 +133,8 @@ def setup(cfg, *, resuming: bool) -> Run:
     run.parts.unet = run.extra["trained"][0]
     if cfg.lora.text_encoder:
         run.parts.text_encoder = run.extra["trained"][1]
+    if cfg.speed.compile:
+        run.parts.unet.compile()  # in place: state-dict keys, peft and EMA see the same module
     acc.register_for_checkpointing(run.lr_scheduler)
     if run.ema is not None:
         acc.register_for_checkpointing(run.ema)
@@ -164,6 +169,18 @@ def _log_safety_checker(cfg) -> None:
     log.info("SD NSFW safety checker: %s (model.safety_checker)", state)
 
 
+def _fast_paths(run: Run) -> None:
+    """``speed``: fused SDPA attention (or diffusers' plain processor) and channels-last UNet weights."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    speed = run.cfg.speed
+    for model in (run.parts.unet, run.parts.vae):
+        model.set_attn_processor(AttnProcessor2_0() if speed.sdpa else AttnProcessor())
+    if speed.channels_last:
+        run.parts.unet.to(memory_format=torch.channels_last)
+
+
 def _balance_weights(run: Run) -> list[float] | None:
     cfg = run.cfg.data
     if cfg.balance == "none":
@@ -196,7 +213,8 @@ def make_loader(run: Run, start_step: int, stop_step: int):
                                weights=run.weights)
     # Its own generator: creating the iterator must not draw from the global RNG (LoRA dropout uses it,
     # and a resumed run creates the iterator at another point of that stream).
-    return torch.utils.data.DataLoader(run.dataset, batch_sampler=sampler, collate_fn=collate,
+    return torch.utils.data.DataLoader(run.dataset, batch_sampler=sampler,
+                                       collate_fn=getattr(run.dataset, "collate", collate),
                                        num_workers=cfg.data.num_workers,
                                        generator=torch.Generator().manual_seed(cfg.train.seed),
                                        pin_memory=cfg.speed.pin_memory and acc.device.type == "cuda")
@@ -204,28 +222,20 @@ def make_loader(run: Run, start_step: int, stop_step: int):
 
 def training_loss(run: Run, batch: dict):
     """Denoising loss of one micro-batch; all randomness comes from each sample's own seed."""
-    import torch
     import torch.nn.functional as F
 
     cfg, parts, acc = run.cfg, run.parts, run.accelerator
     device, sched = acc.device, parts.noise_scheduler
-    noise_rand = _per_sample_randoms(batch["seed"], batch["pixel_values"], run)
-    with torch.no_grad():
-        dist = parts.vae.encode(batch["pixel_values"].to(device, run.weight_dtype)).latent_dist
-        eps = noise_rand["latent_eps"].to(device, dist.mean.dtype)
-        latents = (dist.mean + dist.std * eps) * parts.vae.config.scaling_factor
-    latents = latents.float()
+    noise_rand = _per_sample_randoms(batch["seed"], _latent_size(run, batch), run)
+    mean, std = _latent_dist(run, batch)
+    eps = noise_rand["latent_eps"].to(device, mean.dtype)
+    latents = ((mean + std * eps) * parts.vae.config.scaling_factor).float()
     noise = noise_rand["noise"].to(device)
     if cfg.train.noise_offset:
         noise = noise + cfg.train.noise_offset * noise_rand["offset"].to(device)
     timesteps = noise_rand["timesteps"].to(device)
     noisy = sched.add_noise(latents, noise, timesteps)
-    ids = batch["input_ids"].to(device)
-    drop = noise_rand["drop"].to(device)
-    if drop.any():
-        ids = torch.where(drop[:, None], run.empty_ids.to(device).expand_as(ids), ids)
-    with torch.set_grad_enabled(cfg.lora.text_encoder and cfg.train.mode == "lora"):
-        hidden = parts.text_encoder(ids, return_dict=False)[0]
+    hidden = _text_embeddings(run, batch, noise_rand["drop"].to(device))
     target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(latents, noise, timesteps)
     pred = parts.unet(noisy, timesteps, hidden, return_dict=False)[0]
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
@@ -234,19 +244,55 @@ def training_loss(run: Run, batch: dict):
     return per_sample.mean()
 
 
-def _per_sample_randoms(seeds, pixels, run: Run) -> dict:
+def _latent_size(run: Run, batch: dict) -> tuple[int, int]:
+    if "latent_mean" in batch:
+        return tuple(batch["latent_mean"].shape[-2:])
+    f = 2 ** (len(run.parts.vae.config.block_out_channels) - 1)
+    return tuple(s // f for s in batch["pixel_values"].shape[-2:])
+
+
+def _latent_dist(run: Run, batch: dict):
+    """Mean and std of each image's VAE posterior: from the latent cache, or encoded now. Contiguous
+    either way: the VAE may return channels-last views, and the UNet's kernels follow the input layout."""
+    import torch
+
+    device = run.accelerator.device
+    if "latent_mean" in batch:
+        return batch["latent_mean"].to(device), batch["latent_std"].to(device)
+    with torch.no_grad():
+        dist = run.parts.vae.encode(batch["pixel_values"].to(device, run.weight_dtype)).latent_dist
+    return dist.mean.contiguous(), dist.std.contiguous()
+
+
+def _text_embeddings(run: Run, batch: dict, drop):
+    """Encoder hidden states (cached or encoded now); dropped captions get the empty prompt's."""
+    import torch
+
+    device, cfg = run.accelerator.device, run.cfg
+    if "encoder_hidden_states" in batch:
+        hidden = batch["encoder_hidden_states"].to(device)
+        if drop.any():
+            hidden = torch.where(drop[:, None, None], run.extra["empty_embedding"].to(device), hidden)
+        return hidden
+    ids = batch["input_ids"].to(device)
+    if drop.any():
+        ids = torch.where(drop[:, None], run.empty_ids.to(device).expand_as(ids), ids)
+    with torch.set_grad_enabled(cfg.lora.text_encoder and cfg.train.mode == "lora"):
+        return run.parts.text_encoder(ids, return_dict=False)[0]
+
+
+def _per_sample_randoms(seeds, latent_size: tuple[int, int], run: Run) -> dict:
     """Latent sampling noise, diffusion noise, offset noise, timestep and caption-dropout draw per sample."""
     import torch
 
-    b, _, h, w = pixels.shape
-    f = 2 ** (len(run.parts.vae.config.block_out_channels) - 1)
+    h, w = latent_size
     c = run.parts.vae.config.latent_channels
     n_train = run.parts.noise_scheduler.config.num_train_timesteps
     out: dict[str, list] = {"latent_eps": [], "noise": [], "offset": [], "timesteps": [], "drop": []}
     for s in seeds.tolist():
         g = torch.Generator().manual_seed(int(s) ^ 0x5EED)
-        out["latent_eps"].append(torch.randn(c, h // f, w // f, generator=g))
-        out["noise"].append(torch.randn(c, h // f, w // f, generator=g))
+        out["latent_eps"].append(torch.randn(c, h, w, generator=g))
+        out["noise"].append(torch.randn(c, h, w, generator=g))
         out["offset"].append(torch.randn(c, 1, 1, generator=g))
         out["timesteps"].append(torch.randint(0, n_train, (), generator=g))
         out["drop"].append(torch.rand((), generator=g) < run.cfg.prompts.caption_dropout)
@@ -297,7 +343,8 @@ def validate(run: Run, step: int) -> Path | None:
     """Render the diagnosis × tone grid with the current (EMA, for full mode) weights."""
     from .validation import render_validation_grid
 
-    return render_validation_grid(run, step)
+    with cache.frozen_on_device(run):
+        return render_validation_grid(run, step)
 
 
 def finish(run: Run, state: dict, seconds: float) -> dict:

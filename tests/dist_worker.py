@@ -12,15 +12,15 @@ def main(data_dir: str, out_dir: str, *overrides: str) -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from dermdiff_lora import data, train
+    from dermdiff_lora import train
 
     rank = int(os.environ.get("RANK", 0))
     seen: list[int] = []
-    real_getitem, real_finish = data.ImageCaptionDataset.__getitem__, train.finish
+    real_loss, real_finish = train.training_loss, train.finish
 
-    def getitem(self, key):
-        seen.append(int(key[0]))
-        return real_getitem(self, key)
+    def loss(run, batch):
+        seen.extend(int(i) for i in batch["index"])
+        return real_loss(run, batch)
 
     def finish(run, state, seconds):
         unet = run.accelerator.unwrap_model(run.parts.unet)
@@ -29,7 +29,7 @@ def main(data_dir: str, out_dir: str, *overrides: str) -> None:
         (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(seen))
         return real_finish(run, state, seconds)
 
-    data.ImageCaptionDataset.__getitem__ = getitem
+    train.training_loss = loss
     train.finish = finish
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     train.train(make_cfg(Path(data_dir), Path(out_dir), *overrides))
