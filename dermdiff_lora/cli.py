@@ -13,7 +13,9 @@ import os
 import sys
 
 # Modules that add their own subcommands with ``register(subparsers)`` (argparse only at import time).
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["cli_tone", "cli_adapters", "cli_hub"]
+# Commands that load no model: they skip importing diffusers/transformers just to quiet their logs.
+LIGHT_COMMANDS = ("make-data", "audit", "card", "push", "pull", "inspect", "convert")
 
 
 def cmd_train(args) -> int:
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import DermDiffError
 
     try:
-        if args.command not in ("make-data",):
+        if args.command not in LIGHT_COMMANDS:
             _quiet_libraries()
         return args.func(args)
     except DermDiffError as exc:

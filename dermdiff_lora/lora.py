@@ -44,14 +44,10 @@ def add_lora(model, config, what: str) -> None:
 
 
 def adapter_file(path: str | os.PathLike) -> Path:
-    """The weights file of an adapter folder (or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHT_NAME
-    if not path.is_file():
-        raise AdapterError(f"no adapter weights at {path} (expected a folder with {WEIGHT_NAME} or a "
-                           ".safetensors file)")
-    return path
+    """The weights file of an adapter folder, a file, or a Hub id ``user/repo[@revision]`` (cached)."""
+    from .adapters.io import weights_file
+
+    return weights_file(path)
 
 
 def read_header(path: str | os.PathLike) -> dict[str, str]:
@@ -60,7 +56,7 @@ def read_header(path: str | os.PathLike) -> dict[str, str]:
 
     path = adapter_file(path)
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "np") as f:  # numpy: reading a header needs no torch
             return dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise AdapterError(f"{path} is not a readable safetensors file ({exc})") from None

@@ -29,6 +29,12 @@ GRID = 8  # the image is cut into GRID × GRID patches for the per-patch ITAs
 HAIR_CONTRAST = 6.0  # L* units a thin structure must be darker than its surroundings to count as hair
 LESION_CONTRAST = 8.0  # L* units between the two Otsu classes for the darker one to count as a lesion
 MIN_SKIN_FRACTION = 0.05  # below this share of skin pixels the ITA is undetermined
+
+
+class GrayscaleError(DataError):
+    """The image has no colour, so it has no ITA."""
+
+
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -118,8 +124,9 @@ def load_rgb(
     elif not isinstance(image, Image.Image):
         try:
             with Image.open(image) as opened:
-                if max_side is not None and opened.format == "JPEG":
-                    opened.draft("RGB", (max_side, max_side))
+                if max_side is not None and opened.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale
+                    scale = max_side / max(opened.size)
+                    opened.draft("RGB", (math.ceil(opened.width * scale), math.ceil(opened.height * scale)))
                 opened.load()
                 return load_rgb(opened, max_side, name=str(image))
         except (OSError, UnidentifiedImageError, ValueError) as exc:
@@ -127,20 +134,20 @@ def load_rgb(
                 f"cannot read image {image}: {exc}; check that the file exists and is a complete image"
             ) from exc
     if image.mode in _GRAY_MODES:
-        raise DataError(f"{name} is grayscale (mode {image.mode}); ITA needs a colour (RGB) image")
+        raise GrayscaleError(f"{name} is grayscale (mode {image.mode}); ITA needs a colour (RGB) image")
     image = image.convert("RGB")
     if max_side is not None and max(image.size) > max_side:
         image = image.copy()
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     rgb = np.asarray(image)
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        raise DataError(f"{name} has R == G == B everywhere (grayscale); ITA needs a colour image")
+        raise GrayscaleError(f"{name} has R == G == B everywhere (grayscale); ITA needs a colour image")
     return rgb
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 2)):
-        raise DataError(f"array of shape {array.shape} is grayscale; ITA needs a colour (H, W, 3) image")
+        raise GrayscaleError(f"array of shape {array.shape} is grayscale; ITA needs a colour (H, W, 3) image")
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise DataError(f"array of shape {array.shape} is not an (H, W, 3) or (H, W, 4) image")
     if array.dtype != np.uint8:
@@ -163,19 +170,31 @@ def _drop_small(mask: np.ndarray, max_size: int) -> np.ndarray:
     return keep[labels]
 
 
+def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Binary dilation by a disk of ``radius`` px, via the Euclidean distance transform."""
+    return ndimage.distance_transform_edt(~mask) <= radius if mask.any() else mask.copy()
+
+
+def _open(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Binary opening by a disk of ``radius`` px (the image edge does not erode)."""
+    eroded = ndimage.distance_transform_edt(mask) > radius if not mask.all() else mask
+    return _dilate(eroded, radius)
+
+
 def masks(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lesion, hair, skin) boolean masks of a CIELAB image.
 
-    Hair: morphological black-hat of L* above ``HAIR_CONTRAST``, dilated by 1 px. Lesion: the darker Otsu
-    class of L* smoothed around the hair (normalised convolution) when the two classes differ by at least
-    ``LESION_CONTRAST``; opened by a disk of 2.5 % of the longest side (drops hair clumps), specks under
-    0.2 % of the area removed, holes filled. Skin: neither, with the
-    lesion widened by a margin of 1.5 % of the longest side (its soft edge), and no specular highlights.
+    Hair: morphological black-hat of L* (disk of 1.2 % of the longest side) above ``HAIR_CONTRAST``,
+    dilated by 1 px. Lesion: the darker Otsu class of L* smoothed around the hair (normalised convolution)
+    when the two class means differ by at least ``LESION_CONTRAST``; opened by a disk of 2.5 % of the
+    longest side (drops hair clumps), specks under 0.2 % of the area removed, holes filled. Skin: the rest,
+    less a margin of 1.5 % of the longest side around the lesion (its soft edge) and specular highlights
+    (L* >= 98). A lesion filling the whole frame in one colour cannot be told from skin of that colour.
     """
     lightness = lab[..., 0]
     side = max(lightness.shape)
     hair = black_tophat(lightness, disk(max(2, round(side * 0.012)))) > HAIR_CONTRAST
-    hair = ndimage.binary_dilation(_drop_small(hair, 2), disk(1))
+    hair = _dilate(_drop_small(hair, 2), 1)
     weight = gaussian((~hair).astype(np.float64), sigma=1.0)  # smooth L* with hair left out
     smooth = np.where(
         weight > 0.1, gaussian(lightness * ~hair, sigma=1.0) / np.maximum(weight, 0.1), lightness
@@ -185,9 +204,9 @@ def masks(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if values.size and np.ptp(values) >= LESION_CONTRAST:
         threshold = threshold_otsu(values)
         if values[values >= threshold].mean() - values[values < threshold].mean() >= LESION_CONTRAST:
-            lesion = ndimage.binary_opening(smooth < threshold, disk(max(1, round(side * 0.025))))
+            lesion = _open(smooth < threshold, max(1, round(side * 0.025)))
             lesion = ndimage.binary_fill_holes(_drop_small(lesion, int(0.002 * lightness.size)))
-    margin = ndimage.binary_dilation(lesion, disk(max(1, round(side * 0.015))))
+    margin = _dilate(lesion, max(1, round(side * 0.015)))
     skin = ~margin & ~hair & (lightness < 98.0)
     return lesion, hair, skin
 

@@ -315,7 +315,7 @@ def make_dataset(
             info = PngImagePlugin.PngInfo()
             info.add_text("synthetic", "true")
             info.add_text("ita_true", row["ita_true"])
-            options = {"pnginfo": info} if ext == "png" else {"quality": 95}
+            options = {"pnginfo": info, "compress_level": 1} if ext == "png" else {"quality": 95}
             img.save(tmp / f"{row['image_name']}.{ext}", **options)
         with open(tmp / "metadata.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)

@@ -1,6 +1,7 @@
 """The training loop: one loop for LoRA and full UNet fine-tuning (accelerate), read top to bottom.
 
-Mode differences live in ``setup_lora`` / ``setup_full`` and ``save_lora`` / ``save_full``.
+Mode differences live in ``modes.setup_lora`` / ``modes.setup_full`` and ``validation.save_lora`` /
+``validation.save_full``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint, config, prompts
+from . import checkpoint, config, modes, prompts
 from .errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,16 @@ def train(cfg, *, stop_after: int | None = None) -> dict:
 def setup(cfg, *, resuming: bool) -> Run:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration, set_seed
 
     from . import data, models
     from .optim import make_optimizer, make_scheduler
 
     run_dir = Path(cfg.output.dir)
+    # One Accelerator per train() call: forget the previous call's precision (not its process group), so a
+    # notebook or test can train twice in one process with different settings.
+    AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on accelerator-less machines makes torchrun's processes a real gloo group.
     acc = Accelerator(cpu=not _has_accelerator(), gradient_accumulation_steps=cfg.train.gradient_accumulation,
                       mixed_precision=cfg.train.mixed_precision,
@@ -117,7 +122,7 @@ def setup(cfg, *, resuming: bool) -> Run:
     index = data.index_dataset(cfg.data, builder)
     run = Run(cfg, acc, parts, builder, index, data.ImageCaptionDataset(index, cfg.data, parts.tokenizer), [])
     run.weight_dtype = _weight_dtype(cfg, acc)
-    (setup_lora if cfg.train.mode == "lora" else setup_full)(run)
+    (modes.setup_lora if cfg.train.mode == "lora" else modes.setup_full)(run)
     run.optimizer = make_optimizer(run.params, cfg.optim, acc.device.type)
     run.lr_scheduler = make_scheduler(run.optimizer, cfg.optim, cfg.train.max_steps)
     prepared = acc.prepare(*run.extra["trained"], run.optimizer)
@@ -157,72 +162,6 @@ def _weight_dtype(cfg, acc):
 def _log_safety_checker(cfg) -> None:
     state = "ON (it blacks out many skin images)" if cfg.model.safety_checker else "off"
     log.info("SD NSFW safety checker: %s (model.safety_checker)", state)
-
-
-def _frozen_to_device(run: Run) -> None:
-    device, dtype = run.accelerator.device, run.weight_dtype
-    run.parts.vae.requires_grad_(False).to(device, dtype=dtype)
-    run.parts.text_encoder.requires_grad_(False).to(device, dtype=dtype)
-
-
-def setup_lora(run: Run) -> None:
-    """Freeze the base; attach peft LoRA adapters (UNet, optionally text encoder); train only those."""
-    import torch
-
-    from . import lora
-
-    cfg, parts = run.cfg, run.parts
-    _frozen_to_device(run)
-    parts.unet.requires_grad_(False).to(run.accelerator.device, dtype=run.weight_dtype)
-    if cfg.model.init_adapter:
-        lora.load_into(parts.unet, cfg.model.init_adapter, "unet")
-        if cfg.lora.text_encoder:
-            lora.load_into(parts.text_encoder, cfg.model.init_adapter, "text_encoder")
-    else:
-        lc = cfg.lora
-        lora.add_lora(parts.unet, lora.peft_config(lc.rank, lc.alpha, lc.target_modules, lc.dropout), "unet")
-    trained = [parts.unet]
-    if cfg.lora.text_encoder:
-        if not getattr(parts.text_encoder, "peft_config", None):
-            lc = cfg.lora
-            te_cfg = lora.peft_config(lc.rank, lc.alpha, lc.text_encoder_target_modules, lc.dropout)
-            lora.add_lora(parts.text_encoder, te_cfg, "text_encoder")
-        trained.append(parts.text_encoder)
-    for model in trained:  # adapter weights stay fp32 whatever the base dtype
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.to(torch.float32)
-        if cfg.train.gradient_checkpointing:
-            _enable_checkpointing(model)
-    run.params = [p for m in trained for p in m.parameters() if p.requires_grad]
-    run.extra["trained"] = trained
-    checkpoint.register_lora_hooks(run.accelerator, parts.unet, parts.text_encoder)
-
-
-def setup_full(run: Run) -> None:
-    """The whole UNet trains in fp32 (mixed precision autocasts); an EMA copy follows it."""
-    from diffusers.training_utils import EMAModel
-
-    cfg, unet = run.cfg, run.parts.unet
-    if cfg.model.init_adapter:
-        raise ConfigError("model.init_adapter needs train.mode=lora (full mode trains the whole UNet)")
-    _frozen_to_device(run)
-    unet.train().requires_grad_(True).to(run.accelerator.device)
-    if cfg.train.gradient_checkpointing:
-        _enable_checkpointing(unet)
-    if cfg.train.ema:
-        run.ema = EMAModel(unet.parameters(), decay=cfg.train.ema_decay, model_cls=type(unet),
-                           model_config=unet.config)
-        run.ema.to(run.accelerator.device)
-    run.params = [p for p in unet.parameters() if p.requires_grad]
-    run.extra["trained"] = [unet]
-
-
-def _enable_checkpointing(model) -> None:
-    if hasattr(model, "enable_gradient_checkpointing"):
-        model.enable_gradient_checkpointing()
-    else:
-        model.gradient_checkpointing_enable()
 
 
 def _balance_weights(run: Run) -> list[float] | None:

@@ -73,13 +73,13 @@ def save_full(run) -> dict:
 def _to_fp32(pipe) -> None:
     import torch
 
-    for name in ("vae", "text_encoder"):
-        getattr(pipe, name).to(torch.float32)
+    _to_dtype(pipe, torch.float32)
 
 
 def _to_dtype(parts, dtype) -> None:
-    parts.vae.to(dtype=dtype)
-    parts.text_encoder.to(dtype=dtype)
+    for model in (parts.vae, parts.text_encoder):
+        if model.dtype != dtype:
+            model.to(dtype=dtype)
 
 
 @contextmanager

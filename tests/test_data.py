@@ -43,7 +43,11 @@ def test_template_captions_with_value_maps(tmp_path):
 
 def test_isic_metadata_shape_loads(shared_metadata_folder):
     index = _index(shared_metadata_folder)
-    assert len(index.records) == 6 and index.records[1].caption.startswith("malignant skin disease on lighter")
+    tone_words = {"0": "lighter", "1": "brown", "2": "darker"}
+    assert len(index.records) == 6
+    for r in index.records:
+        assert r.caption == f"{r.row['benign_malignant']} skin disease on {tone_words[r.row['skin_tone']]} skin tone"
+    assert any(r.caption.startswith("malignant") for r in index.records)
 
 
 def test_text_column_captions_from_jsonl(tmp_path):

@@ -1,0 +1,73 @@
+"""What an adapter is: rank, alpha, targets, size, dtype, base, prompts and training config, for any file."""
+
+from __future__ import annotations
+
+import os
+
+from . import io
+from .layers import Adapter, module_kind
+
+
+def inspect_adapter(path: str | os.PathLike, *, allow_pickle: bool = False) -> dict:
+    """A JSON-able description of an adapter file or folder (diffusers or kohya keys)."""
+    file = io.weights_file(path, allow_pickle)
+    adapter = io.load(file, allow_pickle=allow_pickle)
+    meta = adapter.meta
+    info = {"file": str(file), "format": adapter.fmt, "size_bytes": file.stat().st_size,
+            "dtype": ",".join(adapter.dtypes()), "parameters": adapter.parameters(),
+            "layers": len(adapter.layers), "components": {c: _component(adapter, c) for c in adapter.components()},
+            "base_model": meta.get("base_model"), "base_revision": meta.get("base_revision"),
+            "fingerprint": adapter.fingerprint(), "fingerprint_recorded": meta.get("fingerprint"),
+            "prompt_template": meta.get("prompt_template"), "value_maps": meta.get("value_maps"),
+            "package_version": meta.get("package_version"), "training": _training(file, meta)}
+    for key in ("combined_from", "resized_from", "extracted_from"):
+        if key in meta:
+            info[key] = meta[key]
+    return info
+
+
+def _component(adapter: Adapter, component: str) -> dict:
+    layers = [layer for name, layer in adapter.layers.items() if name.startswith(component + ".")]
+    ranks = sorted({layer.rank for layer in layers})
+    alphas = sorted({layer.alpha for layer in layers})
+    kinds = sorted({module_kind(n) for n in adapter.layers if n.startswith(component + ".")})
+    return {"layers": len(layers), "rank": ranks[0] if len(ranks) == 1 else ranks,
+            "alpha": alphas[0] if len(alphas) == 1 else alphas,
+            "target_modules": (adapter.meta.get("target_modules") if component == "unet" else None) or kinds,
+            "layer_kinds": kinds}
+
+
+def _training(file, meta: dict) -> dict | None:
+    saved = io.saved_config(file)
+    if saved:
+        cfg = saved["config"]
+        pick = {"mode": ("train", "mode"), "steps": ("train", "max_steps"), "batch_size": ("train", "batch_size"),
+                "lr": ("optim", "lr"), "resolution": ("data", "resolution"), "seed": ("train", "seed"),
+                "data": ("data", "dir"), "balance": ("data", "balance")}
+        out = {k: (cfg.get(s) or {}).get(f) for k, (s, f) in pick.items()}
+        return {"config": saved["path"], "config_digest": saved["digest"], **out}
+    known = {k: meta[k] for k in ("train_steps", "resolution", "training_config_digest") if k in meta}
+    return known or None
+
+
+def format_table(info: dict) -> str:
+    """The description as aligned ``key  value`` lines."""
+    rows = [("file", info["file"]), ("format", info["format"]),
+            ("size", f"{info['size_bytes'] / 1e6:.2f} MB"), ("dtype", info["dtype"]),
+            ("parameters", f"{info['parameters']:,}"), ("layers", info["layers"])]
+    for component, c in info["components"].items():
+        rows += [(f"{component}.rank", c["rank"]), (f"{component}.alpha", c["alpha"]),
+                 (f"{component}.layers", c["layers"]),
+                 (f"{component}.target_modules", ", ".join(c["target_modules"]))]
+    fp = info["fingerprint"] + ("" if info["fingerprint_recorded"] in (None, info["fingerprint"])
+                                else f" (recorded {info['fingerprint_recorded']}: MISMATCH)")
+    rows += [("base_model", info["base_model"]), ("fingerprint", fp),
+             ("prompt_template", info["prompt_template"]), ("value_maps", info["value_maps"]),
+             ("package_version", info["package_version"])]
+    for key, value in (info["training"] or {}).items():
+        rows.append((f"training.{key}", value))
+    for key in ("combined_from", "resized_from", "extracted_from"):
+        if key in info:
+            rows.append((key, info[key]))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {'-' if v is None else v}" for k, v in rows)

@@ -1,0 +1,108 @@
+"""kohya-ss / A1111 / ComfyUI key format for SD-1.x LoRAs, both directions, exactly.
+
+``unet.down_blocks.0.attentions.0.proj_in`` ↔ ``lora_unet_down_blocks_0_attentions_0_proj_in`` with
+``.lora_down.weight`` (= lora_A), ``.lora_up.weight`` (= lora_B) and ``.alpha`` (a scalar tensor per layer);
+the text encoder's layers are ``lora_te_text_model_…``. Tensors are moved, never recomputed, so a round trip
+is bit-exact. Dots come back from underscores through the fixed vocabulary of multi-word names SD-1.x
+modules use (``to_q``, ``conv_shortcut``, ``time_emb_proj``, …).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import AdapterError
+from .layers import Adapter, Layer
+
+PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
+SUFFIXES = {"down": ".lora_down.weight", "up": ".lora_up.weight", "alpha": ".alpha"}
+# Module-name parts that contain an underscore (longest first when matching).
+COMPOUNDS = sorted({
+    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "to_q", "to_k", "to_v", "to_out",
+    "proj_in", "proj_out", "conv_in", "conv_out", "conv_shortcut", "conv_norm_out", "time_emb_proj",
+    "time_embedding", "linear_1", "linear_2", "add_embedding", "class_embedding", "text_model",
+    "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "final_layer_norm", "layer_norm1",
+    "layer_norm2", "token_embedding", "position_embedding", "add_k_proj", "add_v_proj",
+}, key=lambda c: -c.count("_"))
+_LDM_NAMES = ("input_blocks", "middle_block", "output_blocks")
+_SDXL_PREFIXES = ("lora_te1_", "lora_te2_")
+ALPHA_DTYPE_KEY = "kohya_alpha_dtype"
+CONFIGS_KEY = "diffusers_lora_configs"
+
+
+def is_kohya(keys) -> bool:
+    return bool(keys) and all(k.startswith(("lora_unet_", "lora_te")) for k in keys)
+
+
+def kohya_name(name: str) -> str:
+    component, module = name.split(".", 1)
+    return PREFIXES[component] + module.replace(".", "_")
+
+
+def module_name(flat: str) -> str:
+    """``down_blocks_0_attentions_0_proj_in`` → ``down_blocks.0.attentions.0.proj_in``."""
+    parts, rest = [], flat
+    while rest:
+        part = next((c for c in COMPOUNDS if rest == c or rest.startswith(c + "_")), rest.split("_", 1)[0])
+        parts.append(part)
+        rest = rest[len(part) + 1:]
+    return ".".join(parts)
+
+
+def to_kohya(adapter: Adapter) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and package metadata of the kohya file (diffusers' LoraConfigs ride along for the way back)."""
+    alpha_dtype = getattr(torch, adapter.meta.get(ALPHA_DTYPE_KEY, "float32"))
+    tensors = {}
+    for name, layer in adapter.layers.items():
+        key = kohya_name(name)
+        tensors[key + SUFFIXES["down"]] = layer.down
+        tensors[key + SUFFIXES["up"]] = layer.up
+        tensors[key + SUFFIXES["alpha"]] = torch.tensor(layer.alpha, dtype=alpha_dtype)
+    meta = {k: v for k, v in adapter.meta.items() if k != ALPHA_DTYPE_KEY}
+    if adapter.configs:
+        meta[CONFIGS_KEY] = adapter.configs
+    return tensors, meta
+
+
+def from_kohya(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> Adapter:
+    """An adapter from kohya keys; SDXL (``lora_te1_``/``lora_te2_``) and LDM-named keys are refused."""
+    keys = sorted(tensors)
+    _refuse_foreign(keys, source)
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key in keys:
+        stem, part = _split(key, source)
+        groups.setdefault(stem, {})[part] = tensors[key]
+    layers, alpha_dtypes = {}, set()
+    for stem, parts in groups.items():
+        if "down" not in parts or "up" not in parts:
+            raise AdapterError(f"{source}: layer {stem} lacks its lora_down or lora_up tensor (corrupt file)")
+        component = next(c for c, p in PREFIXES.items() if stem.startswith(p))
+        name = f"{component}.{module_name(stem[len(PREFIXES[component]):])}"
+        rank = int(parts["down"].shape[0])
+        alpha = float(parts["alpha"].item()) if "alpha" in parts else float(rank)
+        if "alpha" in parts:
+            alpha_dtypes.add(str(parts["alpha"].dtype).removeprefix("torch."))
+        layers[name] = Layer(parts["down"], parts["up"], alpha)
+    meta = dict(meta)
+    configs = meta.pop(CONFIGS_KEY, {})
+    if alpha_dtypes - {"float32"}:
+        meta[ALPHA_DTYPE_KEY] = sorted(alpha_dtypes)[0]
+    return Adapter(layers, meta, configs, source=source, fmt="kohya")
+
+
+def _split(key: str, source: str) -> tuple[str, str]:
+    for part, suffix in SUFFIXES.items():
+        if key.endswith(suffix):
+            return key[:-len(suffix)], part
+    raise AdapterError(f"{source}: unknown key layout {key!r} (expected .lora_down.weight, .lora_up.weight "
+                       "or .alpha; LoHa/LoKr/DoRA files are not plain LoRAs)")
+
+
+def _refuse_foreign(keys: list[str], source: str) -> None:
+    if any(k.startswith(_SDXL_PREFIXES) for k in keys):
+        raise AdapterError(f"{source} is an SDXL LoRA (lora_te1_/lora_te2_ keys); this toolkit's bases are "
+                           "SD 1.x (e.g. CompVis/stable-diffusion-v1-4)")
+    ldm = next((k for k in keys if any(n in k for n in _LDM_NAMES)), None)
+    if ldm:
+        raise AdapterError(f"{source}: key {ldm!r} uses the original LDM block names (input_blocks, ...); "
+                           "only kohya files with diffusers module names (down_blocks, ...) are supported")
