@@ -64,3 +64,27 @@ def test_demo_targets_the_weakest_group():
     report = {"lighter": {"in_group": 1.0, "mean_ita": 50.0}, "brown": {"in_group": 0.75, "mean_ita": 0.0},
               "darker": {"in_group": 0.75, "mean_ita": -33.0}}
     assert weakest_group(report) == "darker"  # tie on in_group: darker's mean is farther from its core
+
+
+def test_rebalance_fills_a_missing_tone_with_the_tiny_model(tmp_path):
+    """End to end: a dataset without darker skin, filled by the tiny model; every image kept is checked."""
+    import csv
+
+    from dermdiff_lora.rebalance import pipeline_generate_fn, rebalance
+    from dermdiff_lora.skintone import estimate_ita
+
+    source = make_dataset(tmp_path / "data", size=32, seed=3, malignant_fraction=0.5,
+                          tone_counts={"lighter": 2, "brown": 2})
+    generate = pipeline_generate_fn(models.load_pipeline("tiny"), steps=10, guidance_scale=4.0, height=32,
+                                    width=32)
+    report = rebalance(source, tmp_path / "out", generate, max_tries=4, progress=False)
+    assert {g: v["requested"] for g, v in report.groups.items() if v["requested"]} == {
+        "benign/2": 1, "malignant/2": 1}
+    assert report.groups["benign/2"]["accepted"] == report.groups["malignant/2"]["accepted"] == 1
+    rows = list(csv.DictReader(open(tmp_path / "out" / "metadata.csv")))
+    synthetic = [r for r in rows if r["synthetic"] == "true"]
+    assert len(rows) == 6 and {r["skin_tone"] for r in synthetic} == {"2"}
+    for r in synthetic:
+        assert estimate_ita(tmp_path / "out" / f"{r['image_name']}.png").category == "darker"
+    again = rebalance(source, tmp_path / "out", generate, max_tries=4, progress=False)
+    assert again.added == 0
