@@ -1,7 +1,8 @@
-"""The offline demo: synthetic lesion data → LoRA training → exported adapter → diagnosis × tone grid.
+"""The offline demo: the shipped ``tiny`` base → measure tone fidelity → LoRA on its weakest tone group →
+measure again; a before/after diagnosis × tone grid and a per-tone fidelity table.
 
-The grid is rendered by a *stock* diffusers pipeline that loads the exported adapter with
-``load_lora_weights``, so the demo also proves the export works outside this package.
+The LoRA is loaded by a *stock* diffusers pipeline (``load_lora_weights``), so the demo also proves the
+export works outside this package.
 """
 
 from __future__ import annotations
@@ -10,51 +11,89 @@ import json
 import time
 from pathlib import Path
 
-from . import config, models, prompts
+from . import config, fidelity, models, prompts
+
+# Where the LoRA's images of the targeted group lie: the middle of its paper interval.
+CORE_ITA = {"lighter": (45.0, 65.0), "brown": (-14.0, 12.0), "darker": (-58.0, -42.0)}
+DEMO_SEEDS = range(100, 108)  # images per prompt for the fidelity table
 
 
 def run_demo(out: str | Path = "outputs/demo", *, steps: int | None = None, overrides: list[str] | None = None,
-             n_images: int = 60) -> dict:
-    """Run the whole demo into ``out``; returns (and prints) where everything went."""
-    from .generate import render_grid
-    from .grid import make_grid, save_png
-    from .synthetic import make_dataset
+             n_images: int = 96) -> dict:
+    """Run the whole demo into ``out``; returns (and prints) the figures and where everything went."""
     from .train import train
 
     t0 = time.time()
     out = Path(out)
-    data_dir = out / "data"
-    if not (data_dir / "metadata.csv").is_file():
-        make_dataset(data_dir, n=n_images, size=64, seed=0)
-    extra = [f"data.dir={data_dir}", f"output.dir={out / 'lora'}", "output.overwrite=true"]
+    extra = [f"data.dir={out / 'data'}", f"output.dir={out / 'lora'}", "output.overwrite=true"]
     if steps:
         extra.append(f"train.max_steps={steps}")
     cfg = config.load("demo", extra + list(overrides or []))
-    summary = train(cfg)
-
     builder = prompts.from_config(cfg.prompts)
     pipe = models.load_pipeline(cfg.model.base, cfg.model.revision)
-    kw = dict(seed=cfg.validation.seed, steps=cfg.validation.inference_steps,
-              guidance_scale=cfg.validation.guidance_scale, height=cfg.data.resolution, width=cfg.data.resolution)
-    before, _, _ = render_grid(pipe, builder, title="base model", **kw)
+    kw = dict(steps=cfg.validation.inference_steps, guidance_scale=cfg.validation.guidance_scale,
+              size=cfg.data.resolution)
+    before = fidelity.tone_report(fidelity.generate_samples(pipe, builder, DEMO_SEEDS, **kw))
+    target = weakest_group(before)
+    make_lora_data(out / "data", target, n_images, cfg.train.seed)
+    summary = train(cfg)
     pipe.load_lora_weights(cfg.output.dir)  # stock diffusers loader on the exported adapter
-    after, _, _ = render_grid(pipe, builder, title="base + LoRA (stock load_lora_weights)", **kw)
-    both = make_grid([before, after], 1, 2, min_cell=before.height)
-    grid_path = save_png(both, out / "grid.png", {"synthetic": "true", "base_model": cfg.model.base,
-                                                  "adapters": json.dumps({cfg.output.dir: 1.0})})
-    result = {"dataset": str(data_dir), "adapter": summary["outputs"]["adapter"],
-              "config": summary["outputs"]["config"], "grid": str(grid_path),
-              "validation_grids": str(Path(cfg.output.dir) / "validation"),
-              "tensorboard": str(Path(cfg.output.dir) / "logs"), "final_loss": summary["final_loss"],
-              "train_seconds": summary["seconds"], "total_seconds": round(time.time() - t0, 1)}
+    after = fidelity.tone_report(fidelity.generate_samples(pipe, builder, DEMO_SEEDS, **kw))
+    grid_path = save_before_after_grid(cfg, builder, out / "grid.png")
+    result = {"target_group": target, "before": before, "after": after, "dataset": str(out / "data"),
+              "adapter": summary["outputs"]["adapter"], "config": summary["outputs"]["config"],
+              "grid": str(grid_path), "final_loss": summary["final_loss"], "train_seconds": summary["seconds"],
+              "total_seconds": round(time.time() - t0, 1)}
+    (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     _print_result(result)
     return result
 
 
+def weakest_group(report: dict[str, dict]) -> str:
+    """The tone with the fewest images in group; ties go to the mean ITA farthest from its core range."""
+    def badness(tone: str) -> tuple[float, float]:
+        centre = sum(CORE_ITA[tone]) / 2
+        return report[tone]["in_group"], -abs(report[tone]["mean_ita"] - centre)
+
+    return min(report, key=badness)
+
+
+def make_lora_data(folder: Path, target: str, n: int, seed: int) -> Path:
+    """A tone-imbalanced set: 3/4 of the images in ``target``'s core ITA range, the rest split evenly."""
+    from .synthetic import TONE_GROUPS, make_dataset
+
+    others = [g for g in TONE_GROUPS if g != target]
+    counts = {target: n - 2 * (n // 8), **{g: n // 8 for g in others}}
+    return make_dataset(folder, size=32, seed=seed, tone_counts=counts, malignant_fraction=0.5,
+                        ita_ranges={target: CORE_ITA[target]}, overwrite=True)
+
+
+def save_before_after_grid(cfg, builder, path: Path) -> Path:
+    """Base and base + LoRA diagnosis × tone grids side by side (same seed per cell), with provenance."""
+    from .generate import render_grid
+    from .grid import make_grid, save_png
+
+    pipe = models.load_pipeline(cfg.model.base, cfg.model.revision)
+    kw = dict(seed=cfg.validation.seed, steps=cfg.validation.inference_steps,
+              guidance_scale=cfg.validation.guidance_scale, height=cfg.data.resolution, width=cfg.data.resolution)
+    before, _, _ = render_grid(pipe, builder, title=f"base ({cfg.model.base})", **kw)
+    pipe.load_lora_weights(cfg.output.dir)
+    after, _, _ = render_grid(pipe, builder, title="base + LoRA (stock load_lora_weights)", **kw)
+    both = make_grid([before, after], 1, 2, min_cell=before.height)
+    return save_png(both, path, {"synthetic": "true", "base_model": cfg.model.base,
+                                 "adapters": json.dumps({cfg.output.dir: 1.0})})
+
+
 def _print_result(result: dict) -> None:
+    print(f"\nPer-tone fidelity ({len(DEMO_SEEDS)} seeds x 2 diagnoses per tone; share of images whose "
+          "estimated ITA lands in the prompted group):")
+    print(fidelity.format_table({"before": result["before"], "after LoRA": result["after"]}))
+    t = result["target_group"]
+    print(f"LoRA target: {t} ({result['before'][t]['in_group']:.0%} -> {result['after'][t]['in_group']:.0%} "
+          f"in group, mean ITA {result['before'][t]['mean_ita']:.1f} -> {result['after'][t]['mean_ita']:.1f})")
     print("\nDemo finished. Everything it wrote:")
-    for key in ("dataset", "adapter", "config", "grid", "validation_grids", "tensorboard"):
-        print(f"  {key:<17} {result[key]}")
+    for key in ("dataset", "adapter", "config", "grid"):
+        print(f"  {key:<9} {result[key]}")
     print(f"  final loss {result['final_loss']:.4f}, training {result['train_seconds']} s, "
           f"total {result['total_seconds']} s")
     print("Load the adapter with plain diffusers: pipe.load_lora_weights('" + str(Path(result["adapter"]).parent)
