@@ -6,7 +6,8 @@ from .errors import ConfigError
 
 
 def make_optimizer(params: list, optim_cfg, device_type: str = "cpu"):
-    """AdamW (fused on CUDA, foreach elsewhere) or bitsandbytes AdamW8bit."""
+    """AdamW (fused on CUDA and CPU: one kernel per tensor, no temporaries; foreach elsewhere) or
+    bitsandbytes AdamW8bit."""
     import torch
 
     kw = dict(lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps,
@@ -19,7 +20,7 @@ def make_optimizer(params: list, optim_cfg, device_type: str = "cpu"):
         except ImportError as exc:  # pragma: no cover - bitsandbytes is a dependency
             raise ConfigError(f"optim.name=adamw8bit needs bitsandbytes ({exc})") from None
         return bnb.optim.AdamW8bit(params, min_8bit_size=optim_cfg.min_8bit_size, **kw)
-    if device_type == "cuda":
+    if device_type in ("cuda", "cpu"):
         return torch.optim.AdamW(params, fused=True, **kw)
     return torch.optim.AdamW(params, foreach=True, **kw)
 
