@@ -186,7 +186,7 @@ class Planner:
     """Builds meta models and runs simulations once per distinct setting (suggestions reuse them)."""
 
     def __init__(self, cfg, device: str = "cuda") -> None:
-        self.cfg, self.device = cfg, device
+        self.device = device
         self.arch, self.source = load_architecture(cfg.model)
         self._models: dict[tuple, MetaModels] = {}
         self._sims: dict[tuple, Any] = {}
@@ -205,7 +205,6 @@ class Planner:
         from .memsim import StepSpec, simulate_encode, simulate_unet
 
         mm, (wdt, adt) = self.models(cfg), dtypes(cfg, self.device)
-        cached_latents, cached_text = uses_cache(cfg)
         train_te = cfg.train.mode == "lora" and cfg.lora.text_encoder
         spec = StepSpec(batch, cfg.data.resolution, wdt, adt, train_te, cfg.train.gradient_accumulation > 1,
                         "cuda" if self.device == "cuda" else "cpu")
@@ -216,8 +215,8 @@ class Planner:
         unet = self._sims[key]
         grads = unet["grads"]
         peak = unet["peak"]
-        if not cached_latents:
-            enc_key = (id(mm), "encode", spec, cached_text)
+        if not uses_cache(cfg)[0]:  # the VAE (and frozen text encoder) run first, without gradients
+            enc_key = (id(mm), "encode", spec)
             if enc_key not in self._sims:
                 self._sims[enc_key] = simulate_encode(mm.vae, mm.text_encoder, spec,
                                                       encode_text=not train_te)
@@ -290,6 +289,8 @@ def plan(cfg, gpu_memory: int = 24 * GB, *, device: str = "cuda", suggest: bool 
     slope = per_image.get("checkpointing" if ckpt else "no checkpointing")
     room = gpu_memory - overhead - sum(parts.values())
     largest = max(0, b + math.floor(room / max(slope, 1))) if slope is not None else 0
+    if validation is not None and validation + overhead > gpu_memory:
+        largest = 0
     result = Plan(_summary(cfg, cached_latents, device), planner.source, _param_counts(mm), parts,
                   per_image, validation, gpu_memory, largest, overhead)
     if cached_latents:

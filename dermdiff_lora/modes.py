@@ -69,7 +69,7 @@ def setup_full(run) -> None:
         _enable_checkpointing(unet)
     if cfg.train.ema:
         run.ema = EMAModel(unet.parameters(), decay=cfg.train.ema_decay, model_cls=type(unet),
-                           model_config=unet.config, foreach=True)  # 2x faster; its temporary < gradients
+                           model_config=unet.config, foreach=True)  # few kernels; temporary after grads are freed
         run.ema.to(run.accelerator.device)
     run.params = [p for p in unet.parameters() if p.requires_grad]
     run.extra["trained"] = [unet]
