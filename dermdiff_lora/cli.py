@@ -15,7 +15,7 @@ import sys
 # Modules that add their own subcommands with ``register(subparsers)`` (argparse only at import time).
 SUBCOMMAND_MODULES: list[str] = ["cli_tone", "cli_adapters", "cli_hub", "cli_speed"]
 # Commands that load no model: they skip importing diffusers/transformers just to quiet their logs.
-LIGHT_COMMANDS = ("make-data", "audit", "card", "push", "pull", "inspect", "convert", "plan")
+LIGHT_COMMANDS = ("make-data", "audit", "card", "push", "pull", "inspect", "convert")
 
 
 def cmd_train(args) -> int:
