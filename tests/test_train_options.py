@@ -60,3 +60,10 @@ def test_min_snr_weights_match_formula():
     expected = torch.minimum(snr, torch.tensor(5.0)) / snr
     assert torch.allclose(train._min_snr_weights(sched, t, 5.0), expected)
     assert train._min_snr_weights(sched, t, 5.0)[0] < 1.0 and train._min_snr_weights(sched, t, 5.0)[-1] == 1.0
+
+
+def test_balanced_training_reports_its_group_mix(tiny_base, demo_data, tmp_path):
+    summary = train.train(make_cfg(demo_data, tmp_path / "bal", "data.balance=tone_x_diagnosis",
+                                   "train.max_steps=1"))
+    mix = summary["group_mix"]
+    assert len(mix) == 6 and all(abs(v - 1 / 6) < 1e-6 for v in mix.values())
