@@ -15,7 +15,7 @@ from . import config, fidelity, models, prompts
 
 # Where the LoRA's images of the targeted group lie: the middle of its paper interval.
 CORE_ITA = {"lighter": (45.0, 65.0), "brown": (-14.0, 12.0), "darker": (-58.0, -42.0)}
-DEMO_SEEDS = range(100, 108)  # images per prompt for the fidelity table
+DEMO_SEEDS = range(100, 116)  # images per prompt for the fidelity table
 
 
 def run_demo(out: str | Path = "outputs/demo", *, steps: int | None = None, overrides: list[str] | None = None,

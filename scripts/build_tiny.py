@@ -1,11 +1,12 @@
 """Build the shipped ``tiny`` base model: synthetic data → tiny VAE → tiny UNet → dermdiff_lora/assets/tiny.
 
-    PYTHONPATH=. python scripts/build_tiny.py            # about 15 min on 2 CPU cores
+    PYTHONPATH=. python scripts/build_tiny.py            # about 30 min on 2 busy CPU cores
 
 1. ``synthetic.make_dataset``: 32 px skin + lesion images at known ITA, half benign, half malignant; each
    group's ITA is drawn inside its paper interval, 6 degrees clear of the boundaries.
 2. The tiny VAE (``models.tiny_architecture``) learns to reconstruct them in a plain PyTorch loop: L1 +
-   a low-frequency colour term (ITA lives in the mean skin colour) + a small KL term; its
+   a low-frequency colour term (ITA lives in the mean skin colour) + an edge term (the lesion's border and
+   colour patches tell benign from malignant) + a small KL term; its
    ``scaling_factor`` is then set to 1 / std of the latents.
 3. The UNet trains from random weights with the package's own loop (``configs/tiny_build.yaml``: full
    mode, EMA, caption dropout for classifier-free guidance); the text encoder stays the seeded random one
@@ -31,8 +32,9 @@ from dermdiff_lora import config, models
 from dermdiff_lora.synthetic import make_dataset
 
 BUILD_RANGES = {"lighter": (34.0, 70.0), "brown": (-24.0, 22.0), "darker": (-60.0, -36.0)}
-LOW_FREQ_WEIGHT = 4.0  # MSE of 4x4-pooled colours, on top of per-pixel L1
-KL_WEIGHT = 1e-4  # per latent element
+LOW_FREQ_WEIGHT = 4.0  # MSE of 4x4-pooled colours (the skin tone), on top of per-pixel L1
+EDGE_WEIGHT = 1.0  # L1 of horizontal/vertical differences (lesion border and colour patches: the diagnosis)
+KL_WEIGHT = 1e-6  # per latent element, as small as SD's: the decoder must see sharp latents
 # Init scale of the frozen random text encoder. With CLIP's default (1.0) swapping one word moves the
 # hidden states of the later (padding) positions by ~13 % and the UNet ignores the prompt; with 10, ~48 %.
 TEXT_INIT_FACTOR = 10.0
@@ -43,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=models.TINY_ASSET, help="pipeline folder to (re)write")
     p.add_argument("--work", type=Path, default=Path("outputs/build_tiny"), help="data and run folder")
     p.add_argument("--n", type=int, default=900, help="synthetic training images")
-    p.add_argument("--vae-steps", type=int, default=200)
+    p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--unet-steps", type=int, default=None, help="default: train.max_steps of the config")
     p.add_argument("--config", default="tiny_build", help="training config of the UNet stage")
@@ -72,8 +74,9 @@ def vae_loss(vae, x, generator):
     z = dist.sample(generator=generator)
     rec = vae.decode(z).sample
     low = F.mse_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
+    edges = sum((rec.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (2, 3))
     kl = dist.kl().mean() / z[0].numel()
-    return (rec - x).abs().mean() + LOW_FREQ_WEIGHT * low + KL_WEIGHT * kl
+    return (rec - x).abs().mean() + LOW_FREQ_WEIGHT * low + EDGE_WEIGHT * edges + KL_WEIGHT * kl
 
 
 def train_vae(vae, images, steps: int, batch: int, seed: int, lr: float = 2e-3) -> float:
@@ -194,6 +197,7 @@ def export(run_dir: Path, out: Path, info: dict) -> int:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        models.write_tiny_tokenizer_files(tmp / "tokenizer")  # vocab.json + merges.txt for slow tokenizers
         (tmp / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -14,7 +14,7 @@ from dermdiff_lora.synthetic import draw_skin, make_dataset
 @pytest.fixture(scope="module")
 def tiny_samples():
     pipe = models.load_pipeline("tiny")
-    return fidelity.generate_samples(pipe, PromptBuilder(), range(4), steps=10, guidance_scale=4.0)
+    return fidelity.generate_samples(pipe, PromptBuilder(), range(4), steps=10, guidance_scale=2.0)
 
 
 def test_tiny_is_a_small_safetensors_pipeline_folder():
@@ -75,7 +75,7 @@ def test_rebalance_fills_a_missing_tone_with_the_tiny_model(tmp_path):
 
     source = make_dataset(tmp_path / "data", size=32, seed=3, malignant_fraction=0.5,
                           tone_counts={"lighter": 2, "brown": 2})
-    generate = pipeline_generate_fn(models.load_pipeline("tiny"), steps=10, guidance_scale=4.0, height=32,
+    generate = pipeline_generate_fn(models.load_pipeline("tiny"), steps=10, guidance_scale=2.0, height=32,
                                     width=32)
     report = rebalance(source, tmp_path / "out", generate, max_tries=4, progress=False)
     assert {g: v["requested"] for g, v in report.groups.items() if v["requested"]} == {
