@@ -27,10 +27,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    if "OMP_NUM_THREADS" not in os.environ:  # tiny models: one thread beats two contending ones by far
-        import torch
-
-        torch.set_num_threads(1)
     from .demo import run_demo
 
     run_demo(args.out, steps=args.steps, overrides=args.overrides)
