@@ -38,3 +38,11 @@ def test_merge_takes_the_base_recorded_in_the_adapter(trained_lora, tmp_path, ca
     assert cli.main(["merge", "--adapter", str(trained_lora), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["base_model"] == "tiny-random"
     assert (out / "model_index.json").is_file()
+
+
+def test_extract_takes_the_base_from_the_saved_config(trained_full, tmp_path, capsys):
+    out = tmp_path / "extracted"
+    assert cli.main(["extract", str(trained_full), "--rank", "2", "--targets", "to_q", "--out", str(out),
+                     "--json"]) == 0
+    capsys.readouterr()
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
