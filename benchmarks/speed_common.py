@@ -106,16 +106,10 @@ def fresh_accelerate() -> None:
 
 def train_step(run, batch) -> float:
     """One micro-step exactly as ``train.train`` runs it (loss, backward, clip, optimizer, schedule, EMA)."""
-    from dermdiff_lora.train import training_loss
+    from dermdiff_lora.train import micro_step
 
-    acc, cfg = run.accelerator, run.cfg
-    with acc.accumulate(*run.extra["trained"]):
-        loss = training_loss(run, batch)
-        acc.backward(loss)
-        if acc.sync_gradients and cfg.train.max_grad_norm:
-            acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm)
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
+    acc = run.accelerator
+    loss = micro_step(run, batch)
     if acc.sync_gradients:
         run.lr_scheduler.step()
         if run.ema is not None:

@@ -60,13 +60,7 @@ def train(cfg, *, stop_after: int | None = None) -> dict:
     bar = _progress(acc, cfg, state["step"])
     loss_sum, micro = 0.0, 0
     for batch in loader:
-        with acc.accumulate(*[m for m in run.extra["trained"]]):
-            loss = training_loss(run, batch)
-            acc.backward(loss)
-            if acc.sync_gradients and cfg.train.max_grad_norm:
-                acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm)
-            run.optimizer.step()
-            run.optimizer.zero_grad(set_to_none=True)
+        loss = micro_step(run, batch)
         mean_loss = acc.gather(loss.detach().reshape(1)).mean().item()
         if not math.isfinite(mean_loss):
             last = checkpoint.list_checkpoints(run_dir)
@@ -88,6 +82,19 @@ def train(cfg, *, stop_after: int | None = None) -> dict:
         acc.end_training()
         return {"paused_at_step": state["step"], "output_dir": str(run_dir)}
     return finish(run, state, time.time() - t0)
+
+
+def micro_step(run: Run, batch: dict):
+    """Loss, backward, and (at the end of an accumulation) clipping and the optimizer step."""
+    acc, cfg = run.accelerator, run.cfg
+    with acc.accumulate(*run.extra["trained"]):
+        loss = training_loss(run, batch)
+        acc.backward(loss)
+        if acc.sync_gradients and cfg.train.max_grad_norm:
+            acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss
 
 
 def setup(cfg, *, resuming: bool) -> Run:
