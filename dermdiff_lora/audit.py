@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .errors import ConfigError, DataError
+from .fsutil import atomic_write
 from .skintone import STRATEGIES, GrayscaleError, ToneEstimate, estimate_ita, get_scheme
 
 FILE_COLUMNS = ("file_name", "image_name")
@@ -64,13 +65,6 @@ def resolve_images(folder: Path, rows: list[dict], column: str, metadata: Path) 
             f"'{column}' column or add the files"
         )
     return paths  # type: ignore[return-value]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .audit import atomic_write, pick_column, read_metadata, resolve_images
+from .audit import pick_column, read_metadata, resolve_images
 from .errors import ConfigError, DataError
+from .fsutil import atomic_write
 from .grid import save_png
 from .rebalance_store import (
     REPORT_FILE,

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audit import atomic_write
 from .errors import DataError
+from .fsutil import atomic_write
 
 EXTRA_COLUMNS = ("synthetic", "seed", "prompt", "ita_estimated")
 RUN_FILE, TRIES_FILE, REPORT_FILE = "rebalance_run.json", "rebalance_tries.jsonl", "rebalance_report.json"

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, PngImagePlugin
 from skimage.color import lab2rgb
 
 from .errors import ConfigError, DataError
+from .fsutil import replace_dir
 
 TONE_GROUPS = ("lighter", "brown", "darker")  # skin_tone codes 0 / 1 / 2
 DIAGNOSES = ("benign", "malignant")
@@ -321,11 +322,7 @@ def make_dataset(
             writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            shutil.rmtree(old)
-        os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

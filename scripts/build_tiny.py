@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dermdiff_lora import config, models
+from dermdiff_lora.fsutil import replace_dir
 from dermdiff_lora.synthetic import make_dataset
 
 BUILD_RANGES = {"lighter": (34.0, 70.0), "brown": (-24.0, 22.0), "darker": (-60.0, -36.0)}
@@ -199,11 +199,7 @@ def export(run_dir: Path, out: Path, info: dict) -> int:
         pipe.save_pretrained(tmp, safe_serialization=True)
         models.write_tiny_tokenizer_files(tmp / "tokenizer")  # vocab.json + merges.txt for slow tokenizers
         (tmp / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            shutil.rmtree(old)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
