@@ -32,6 +32,17 @@ def _cache_dir(tmp_path_factory):
     return cache
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and lose 10-60x when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_base(_cache_dir) -> Path:
     """Folder of the tiny-random pipeline (built once per session)."""

@@ -18,15 +18,6 @@ from dermdiff_lora.errors import DataError
 _ORIGINAL = train.after_step, train._text_embeddings
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second OpenMP thread, and lose ~60x when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train_recording(monkeypatch, cfg) -> tuple[list[float], list[bool]]:
     """Per-step losses of a run, and whether each cached step dropped a caption."""
     losses, drops = [], []

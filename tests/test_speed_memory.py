@@ -19,15 +19,6 @@ TINY_LORA = 9_984
 LORA_TENSORS = 64  # 32 adapted layers × (lora_A, lora_B)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second OpenMP thread, and lose ~60x when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_static_arithmetic(tiny_base, demo_data, tmp_path):
     full = make_cfg(demo_data, tmp_path, "train.mode=full")
     arch, _ = memory.load_architecture(full.model)
