@@ -2,8 +2,9 @@
 
 Skin is drawn in CIELAB. A low-frequency shading field scales (L* - 50) and b* together, so every healthy
 pixel keeps the target ITA; a fine zero-mean texture leaves the mean unchanged. The lesion is darker than
-the skin: benign = an oval of one colour, malignant = an irregular outline with 2-3 colours. Hair strokes
-are thin dark curves drawn last, over skin and lesion alike.
+the skin. As in the ABCD rule of dermoscopy, benign = a small oval of one brown; malignant = a larger
+irregular outline with 2-3 colours, one of them black-brown. Hair strokes are thin dark curves drawn last,
+over skin and lesion alike.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ _B_CURVE = (
     (70.0, 9.0),
     (80.0, 7.0),
 )
+# Default lesion area (share of the image) by diagnosis: melanomas are the larger lesions ("D" of ABCD).
+LESION_FRACTION_RANGES = {"benign": (0.08, 0.18), "malignant": (0.18, 0.34)}
 _BENIGN_NAMES = ("nevus", "nevus", "nevus", "seborrheic keratosis", "lentigo NOS", "unknown")
 _SITES = ("torso", "lower extremity", "upper extremity", "head/neck", "palms/soles", "oral/genital")
 METADATA_COLUMNS = (
@@ -131,7 +134,7 @@ def _lesion_lab(rng, skin: tuple[float, float, float], alpha: np.ndarray, malign
     L0, a0, b0 = skin
     palette = np.array(
         [
-            (L0 * rng.uniform(0.45, 0.6), a0 + rng.uniform(1, 4), b0 * rng.uniform(0.8, 1.05)),  # brown
+            (L0 * rng.uniform(0.4, 0.55), a0 + rng.uniform(1, 4), b0 * rng.uniform(0.8, 1.05)),  # brown
             (L0 * 0.28, a0 * 0.5, b0 * 0.4),  # black-brown
             (L0 * 0.5, -1.0, -6.0),  # blue-grey
             (L0 * 0.6, a0 + 12.0, b0 * 0.9),  # red-brown
@@ -141,7 +144,7 @@ def _lesion_lab(rng, skin: tuple[float, float, float], alpha: np.ndarray, malign
     h, w = alpha.shape
     if not malignant:
         return np.broadcast_to(palette[0], (h, w, 3))
-    chosen = palette[[0, *rng.choice([1, 2, 3], size=int(rng.integers(1, 3)), replace=False)]]
+    chosen = palette[[0, 1, *rng.choice([2, 3], size=int(rng.integers(0, 2)))]]
     field = _smooth_field(rng, w, h, 5)
     inside = field[alpha > 0.5]
     edges = np.quantile(inside, np.linspace(0, 1, len(chosen) + 1)[1:-1]) if inside.size else []
@@ -180,7 +183,8 @@ def draw_skin(
     """An RGB image of skin at ``ita`` degrees with a lesion, and the boolean lesion mask (H, W).
 
     ``size`` is the side of a square or (width, height). ``lesion_fraction`` is the lesion's share of the
-    image area (default: random in 5-30 %; 0 = no lesion, 1 = all lesion); the real share (after clipping
+    image area (default: random in ``LESION_FRACTION_RANGES[diagnosis]``, 8-18 % benign, 18-34 %
+    malignant; 0 = no lesion, 1 = all lesion); the real share (after clipping
     at the edges) is ``mask.mean()``. Colour is computed on a grid of at most 400 px and upsampled;
     hair (``hair`` strokes) is drawn at full size. The same arguments give the same image.
     """
@@ -192,7 +196,10 @@ def draw_skin(
         )
     rng = np.random.default_rng(seed)
     skin = lab_for_ita(ita, rng)
-    fraction = rng.uniform(0.05, 0.3) if lesion_fraction is None else float(lesion_fraction)
+    if lesion_fraction is None:
+        fraction = rng.uniform(*LESION_FRACTION_RANGES[diagnosis])
+    else:
+        fraction = float(lesion_fraction)
     gw, gh = _grid_shape(width, height)
     shade = 1.0 + 0.06 * _smooth_field(rng, gw, gh, 4) if texture else np.ones((gh, gw), np.float32)
     lab = np.empty((gh, gw, 3), np.float32)

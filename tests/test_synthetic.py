@@ -70,12 +70,14 @@ def test_no_lesion_and_all_lesion():
     assert draw_skin(64, 10.0, seed=1, lesion_fraction=1.0)[1].all()
 
 
-def test_default_lesion_size_and_position_vary():
-    masks = [draw_skin(64, 30.0, seed=s)[1] for s in range(12)]
-    fractions = [m.mean() for m in masks]
-    assert 0.03 <= min(fractions) and max(fractions) <= 0.32 and max(fractions) - min(fractions) > 0.1
-    centres = {tuple(np.round(np.argwhere(m).mean(axis=0) / 8)) for m in masks}
-    assert len(centres) > 4
+def test_default_lesion_size_and_position_vary_and_melanomas_are_larger():
+    benign = [draw_skin(64, 30.0, "benign", seed=s)[1] for s in range(12)]
+    malignant = [draw_skin(64, 30.0, "malignant", seed=s)[1] for s in range(12)]
+    small, large = [m.mean() for m in benign], [m.mean() for m in malignant]
+    assert 0.06 <= min(small) and max(small) <= 0.2 and max(small) - min(small) > 0.05
+    assert 0.16 <= min(large) and max(large) <= 0.36 and max(large) - min(large) > 0.08
+    centres = {tuple(np.round(np.argwhere(m).mean(axis=0) / 8)) for m in benign + malignant}
+    assert len(centres) > 8
 
 
 def test_malignant_has_several_colours_benign_one():
@@ -86,6 +88,17 @@ def test_malignant_has_several_colours_benign_one():
 
     assert all(lesion_colours("benign", s) == 1 for s in range(3))
     assert all(lesion_colours("malignant", s) >= 2 for s in range(3))
+
+
+@pytest.mark.parametrize("ita", [50.0, 0.0, -45.0])
+def test_every_melanoma_has_a_black_brown_patch_darker_than_any_benign_lesion(ita):
+    def darkest(diagnosis, seed):
+        img, mask = draw_skin(96, ita, diagnosis, seed=seed, lesion_fraction=0.3, texture=False)
+        return rgb2lab(np.asarray(img))[..., 0][mask].min()
+
+    skin_l = lab_for_ita(ita)[0]
+    assert max(darkest("malignant", s) for s in range(4)) < 0.32 * skin_l
+    assert min(darkest("benign", s) for s in range(4)) > 0.36 * skin_l
 
 
 def test_hair_adds_thin_dark_strokes_outside_the_lesion():

@@ -39,14 +39,27 @@ def test_tiny_orders_tones_and_lands_in_the_prompted_group(tiny_samples):
     assert fidelity.diversity(tiny_samples) > 2.0  # different seeds, different pictures
 
 
+def test_tiny_draws_melanomas_larger_than_benign_lesions(tiny_samples):
+    """The diagnosis word reaches the image: the training data's melanomas cover 18-34 % of the image,
+    benign lesions 8-18 % (scripts/eval_tiny.py measures the diagnosis with a classifier)."""
+    for tone in ("lighter", "brown", "darker"):
+        size = {d: [s.lesion_fraction for s in tiny_samples if s.words == {"benign_malignant": d, "skin_tone": tone}]
+                for d in ("benign", "malignant")}
+        assert min(size["malignant"]) > max(size["benign"]), (tone, size)
+
+
 def test_tone_report_on_real_synthetic_images_is_exact():
     samples = [fidelity.measure(fidelity.Sample({"skin_tone": tone}, tone, seed, draw_skin(32, ita, seed=seed)[0]))
                for seed, (tone, ita) in enumerate([("lighter", 50.0), ("brown", 0.0), ("darker", -45.0)] * 2)]
-    report = fidelity.tone_report(samples)
+    report = fidelity.tone_report(samples, core={"lighter": (45.0, 55.0), "brown": (5.0, 10.0)})
     assert [r["in_group"] for r in report.values()] == [1.0, 1.0, 1.0]
     assert [r["lesion"] for r in report.values()] == [1.0, 1.0, 1.0]
     assert abs(report["brown"]["mean_ita"]) < 3.0
-    assert "lighter" in fidelity.format_table({"before": report, "after": report})
+    assert report["lighter"]["in_core"] == 1.0 and report["brown"]["in_core"] == 0.0
+    assert "in_core" not in report["darker"]
+    assert "in core" not in fidelity.format_table({"before": report, "after": report})  # darker has none
+    del report["darker"]
+    assert "in core" in fidelity.format_table({"before": report, "after": report})
 
 
 def test_make_dataset_draws_tones_inside_given_ranges(tmp_path):
@@ -64,6 +77,9 @@ def test_demo_targets_the_weakest_group():
     report = {"lighter": {"in_group": 1.0, "mean_ita": 50.0}, "brown": {"in_group": 0.75, "mean_ita": 0.0},
               "darker": {"in_group": 0.75, "mean_ita": -33.0}}
     assert weakest_group(report) == "darker"  # tie on in_group: darker's mean is farther from its core
+    for tone, core in zip(report, (0.5, 1.0, 0.9)):
+        report[tone].update(in_group=1.0, in_core=core)
+    assert weakest_group(report) == "lighter"  # all in group: fewest in core
 
 
 def test_rebalance_fills_a_missing_tone_with_the_tiny_model(tmp_path):
