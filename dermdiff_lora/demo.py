@@ -1,6 +1,10 @@
 """The offline demo: the shipped ``tiny`` base → measure tone fidelity → LoRA on its weakest tone group →
 measure again; a before/after diagnosis × tone grid and a per-tone fidelity table.
 
+Fidelity is the share of images in the prompted tone group and, sharper once the base puts nearly all of
+them there, the share in the group's core ITA range (``CORE_ITA``, the middle of the paper interval, where
+the LoRA's training images lie).
+
 The LoRA is loaded by a *stock* diffusers pipeline (``load_lora_weights``), so the demo also proves the
 export works outside this package.
 """
@@ -13,7 +17,7 @@ from pathlib import Path
 
 from . import config, fidelity, models, prompts
 
-# Where the LoRA's images of the targeted group lie: the middle of its paper interval.
+# The middle of each paper interval: where the LoRA's training images lie, and the "in core" measure.
 CORE_ITA = {"lighter": (45.0, 65.0), "brown": (-14.0, 12.0), "darker": (-58.0, -42.0)}
 DEMO_SEEDS = range(100, 116)  # images per prompt for the fidelity table
 
@@ -46,12 +50,12 @@ def _run_demo(out: Path, steps: int | None, overrides: list[str] | None, n_image
     pipe = models.load_pipeline(cfg.model.base, cfg.model.revision)
     kw = dict(steps=cfg.validation.inference_steps, guidance_scale=cfg.validation.guidance_scale,
               size=cfg.data.resolution)
-    before = fidelity.tone_report(fidelity.generate_samples(pipe, builder, DEMO_SEEDS, **kw))
+    before = fidelity.tone_report(fidelity.generate_samples(pipe, builder, DEMO_SEEDS, **kw), core=CORE_ITA)
     target = weakest_group(before)
     make_lora_data(out / "data", target, n_images, cfg.train.seed)
     summary = train(cfg)
     pipe.load_lora_weights(cfg.output.dir)  # stock diffusers loader on the exported adapter
-    after = fidelity.tone_report(fidelity.generate_samples(pipe, builder, DEMO_SEEDS, **kw))
+    after = fidelity.tone_report(fidelity.generate_samples(pipe, builder, DEMO_SEEDS, **kw), core=CORE_ITA)
     grid_path = save_before_after_grid(cfg, builder, out / "grid.png")
     result = {"target_group": target, "before": before, "after": after, "dataset": str(out / "data"),
               "adapter": summary["outputs"]["adapter"], "config": summary["outputs"]["config"],
@@ -63,22 +67,25 @@ def _run_demo(out: Path, steps: int | None, overrides: list[str] | None, n_image
 
 
 def weakest_group(report: dict[str, dict]) -> str:
-    """The tone with the fewest images in group; ties go to the mean ITA farthest from its core range."""
-    def badness(tone: str) -> tuple[float, float]:
+    """The tone with the fewest images in group; ties go to the fewest in core, then to the mean ITA
+    farthest from the core's centre."""
+    def badness(tone: str) -> tuple[float, float, float]:
         centre = sum(CORE_ITA[tone]) / 2
-        return report[tone]["in_group"], -abs(report[tone]["mean_ita"] - centre)
+        r = report[tone]
+        return r["in_group"], r.get("in_core", 0.0), -abs(r["mean_ita"] - centre)
 
     return min(report, key=badness)
 
 
 def make_lora_data(folder: Path, target: str, n: int, seed: int) -> Path:
-    """A tone-imbalanced set: 3/4 of the images in ``target``'s core ITA range, the rest split evenly."""
+    """A tone-imbalanced set: 3/4 of the images in ``target``'s group, the rest split evenly; every image's
+    ITA in its group's core range."""
     from .synthetic import TONE_GROUPS, make_dataset
 
     others = [g for g in TONE_GROUPS if g != target]
     counts = {target: n - 2 * (n // 8), **{g: n // 8 for g in others}}
     return make_dataset(folder, size=32, seed=seed, tone_counts=counts, malignant_fraction=0.5,
-                        ita_ranges={target: CORE_ITA[target]}, overwrite=True)
+                        ita_ranges=CORE_ITA, overwrite=True)
 
 
 def save_before_after_grid(cfg, builder, path: Path) -> Path:
@@ -99,11 +106,13 @@ def save_before_after_grid(cfg, builder, path: Path) -> Path:
 
 def _print_result(result: dict) -> None:
     print(f"\nPer-tone fidelity ({len(DEMO_SEEDS)} seeds x 2 diagnoses per tone; share of images whose "
-          "estimated ITA lands in the prompted group):")
+          "estimated ITA lands in the prompted group, and in its core range "
+          + ", ".join(f"{t} [{lo:g}, {hi:g})" for t, (lo, hi) in CORE_ITA.items()) + "):")
     print(fidelity.format_table({"before": result["before"], "after LoRA": result["after"]}))
     t = result["target_group"]
-    print(f"LoRA target: {t} ({result['before'][t]['in_group']:.0%} -> {result['after'][t]['in_group']:.0%} "
-          f"in group, mean ITA {result['before'][t]['mean_ita']:.1f} -> {result['after'][t]['mean_ita']:.1f})")
+    b, a = result["before"][t], result["after"][t]
+    print(f"LoRA target: {t} ({b['in_group']:.0%} -> {a['in_group']:.0%} in group, {b['in_core']:.0%} -> "
+          f"{a['in_core']:.0%} in core, mean ITA {b['mean_ita']:.1f} -> {a['mean_ita']:.1f})")
     print("\nDemo finished. Everything it wrote:")
     for key in ("dataset", "adapter", "config", "grid"):
         print(f"  {key:<9} {result[key]}")

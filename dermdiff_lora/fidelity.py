@@ -2,7 +2,8 @@
 
 A generated image is *in group* when the package's ITA estimator (``skintone.estimate_ita``, border
 strategy, paper scheme: darker (-inf, -30), brown [-30, 28), lighter [28, inf)) puts it in the tone
-group its prompt named; it *has a lesion* when the estimator's lesion mask covers at least
+group its prompt named; *in core* when its ITA also lies in a given core range of that group (well inside
+it: a sharper measure once nearly every image is in group); it *has a lesion* when the estimator's lesion mask covers at least
 ``LESION_MIN_FRACTION`` of the image.
 """
 
@@ -52,8 +53,10 @@ def measure(sample: Sample, scheme: str = "paper") -> Sample:
     return sample
 
 
-def tone_report(samples: Sequence[Sample], tone_column: str = "skin_tone") -> dict[str, dict]:
-    """Per prompted tone word: images, share in group, mean ITA, share with a lesion, undetermined."""
+def tone_report(samples: Sequence[Sample], tone_column: str = "skin_tone",
+                core: dict[str, tuple[float, float]] | None = None) -> dict[str, dict]:
+    """Per prompted tone word: images, share in group, mean ITA, share with a lesion, undetermined; with
+    ``core`` (tone -> [low, high) ITA range) also the share in that core range."""
     report: dict[str, dict] = {}
     for tone in dict.fromkeys(s.words[tone_column] for s in samples):
         group = [s for s in samples if s.words[tone_column] == tone]
@@ -65,6 +68,9 @@ def tone_report(samples: Sequence[Sample], tone_column: str = "skin_tone") -> di
             "lesion": sum(s.lesion_fraction >= LESION_MIN_FRACTION for s in group) / len(group),
             "undetermined": len(group) - len(itas),
         }
+        if core and tone in core:
+            lo, hi = core[tone]
+            report[tone]["in_core"] = sum(lo <= ita < hi for ita in itas) / len(group)
     return report
 
 
@@ -80,12 +86,16 @@ def diversity(samples: Sequence[Sample]) -> float:
 
 
 def format_table(reports: dict[str, dict[str, dict]]) -> str:
-    """A plain-text table: one row per tone, in-group share and mean ITA for each named report."""
-    names = list(reports)
-    tones = list(next(iter(reports.values())))
-    head = f"{'prompted tone':<14}" + "".join(f"{n + ' in group':>20}{'mean ITA':>10}" for n in names)
+    """A plain-text table: one row per tone; in-group share, in-core share (when measured) and mean ITA for
+    each named report."""
+    first = next(iter(reports.values()))
+    tones = list(first)
+    core = all("in_core" in r[t] for r in reports.values() for t in tones)
+    head = f"{'prompted tone':<14}" + "".join(
+        f"{n + ' in group':>20}" + (f"{'in core':>9}" if core else "") + f"{'mean ITA':>10}" for n in reports)
     lines = [head, "-" * len(head)]
     for tone in tones:
-        cells = "".join(f"{r[tone]['in_group']:>19.0%} {r[tone]['mean_ita']:>9.1f}" for r in reports.values())
+        cells = "".join(f"{r[tone]['in_group']:>19.0%} " + (f"{r[tone]['in_core']:>8.0%} " if core else "")
+                        + f"{r[tone]['mean_ita']:>9.1f}" for r in reports.values())
         lines.append(f"{tone:<14}{cells}")
     return "\n".join(lines)
