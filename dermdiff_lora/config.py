@@ -284,8 +284,9 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
 
 
 def _check_value(key: str, value: Any, hint: Any, meta: dict, errors: list[str]) -> Any:
-    if isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
-        value = "on" if value else "off"  # YAML 1.1 reads on/off as booleans
+    if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans: give back the choice's word
+        words = [w for w in (("on", "yes") if value else ("off", "no")) if w in (meta.get("choices") or ())]
+        value = words[0] if words else value
     ok, value = _coerce(value, hint)
     if not ok:
         errors.append(f"{key}: expected {_type_name(hint)}, got {value!r}")

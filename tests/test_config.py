@@ -40,6 +40,17 @@ def test_overrides_parse_yaml_values():
     assert cfg.data.balance_cap == 3.0
 
 
+def test_yaml_booleans_become_the_choice_words_they_were(tmp_path):
+    """YAML 1.1 reads no/off as false: `train.mixed_precision=no` must still mean "no", in a file too."""
+    cfg = config.load(None, ["train.mixed_precision=no", "speed.cache_latents=off"])
+    assert (cfg.train.mixed_precision, cfg.speed.cache_latents) == ("no", "off")
+    (tmp_path / "c.yaml").write_text("train:\n  mixed_precision: no\nspeed:\n  cache_latents: on\n")
+    cfg = config.load(str(tmp_path / "c.yaml"))
+    assert (cfg.train.mixed_precision, cfg.speed.cache_latents) == ("no", "on")
+    with pytest.raises(ConfigError, match="train.mode: expected a string, got True"):
+        config.load(None, ["train.mode=yes"])  # no choice word for true: still an error naming the key
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="not key=value"):
         config.load(None, ["train.max_steps"])
