@@ -4,14 +4,15 @@ The reference is written like diffusers' ``examples/text_to_image/train_text_to_
 and text encoder every step, ``latent_dist.sample()``, torch AdamW with its defaults, EMA (full),
 gradient clipping, no caching; for LoRA ``train_text_to_image_lora.py``. Ours is ``train.setup`` + the
 loop body of ``train.train`` with the package defaults (latent cache, SDPA, fused AdamW, foreach EMA),
-plus variants that switch one speed option. Same model, same images, same batch, fp32; full UNet + EMA
+plus variants that switch one speed option. Same model, same images, same batch, fp32 (or all under bf16
+autocast with ``--precision bf16``, the frozen parts cast to bf16 as the example does); full UNet + EMA
 and LoRA r16 on the attention projections. Variants run in turn, repeatedly (so machine load hits
 all alike); each figure is the median seconds per step.
 
 Two models: the tiny-random one (32²) and a mid-size SD-architecture one whose VAE share of the FLOPs
 at 128² (33 %) is the full-size model's at 512² (32 %).
 
-    PYTHONPATH=. python benchmarks/step_vs_reference.py [--repeats 5] [--steps 3] [--threads 1]
+    PYTHONPATH=. python benchmarks/step_vs_reference.py [--repeats 5] [--steps 3] [--threads 1] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ class Reference:
 
         self.F, self.cfg = F, cfg
         self.parts = p = models.load_parts(cfg.model.base)
-        self.acc = Accelerator(gradient_accumulation_steps=1, mixed_precision="no")
+        precision = cfg.train.mixed_precision
+        self.acc = Accelerator(gradient_accumulation_steps=1, mixed_precision=precision, cpu=True)
         p.vae.requires_grad_(False)
         p.text_encoder.requires_grad_(False)
+        if precision != "no":  # the example casts the frozen parts to the weight dtype
+            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+            p.vae.to(dtype)
+            p.text_encoder.to(dtype)
         self.ema = None
         if cfg.train.mode == "full":
             p.unet.train()
@@ -70,7 +76,8 @@ class Reference:
     def step(self, batch) -> float:
         p, acc, F = self.parts, self.acc, self.F
         with acc.accumulate(self.unet):
-            latents = p.vae.encode(batch["pixel_values"]).latent_dist.sample() * p.vae.config.scaling_factor
+            pixels = batch["pixel_values"].to(p.vae.dtype)
+            latents = p.vae.encode(pixels).latent_dist.sample() * p.vae.config.scaling_factor
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, p.noise_scheduler.config.num_train_timesteps, (latents.shape[0],))
             noisy_latents = p.noise_scheduler.add_noise(latents, noise, timesteps.long())
@@ -125,13 +132,15 @@ def bench(name: str, base: str, data_dir: Path, resolution: int, batch: int, roo
             return sc.make_cfg(data_dir, root / "runs" / name / mode / label.replace(" ", "_"),
                                f"model.base={base}", f"data.resolution={resolution}",
                                f"train.batch_size={batch}", f"train.mode={mode}", "optim.lr=1e-5",
-                               "lora.rank=16", "lora.alpha=16", *overrides)
+                               "lora.rank=16", "lora.alpha=16", f"train.mixed_precision={args.precision}",
+                               *overrides)
 
         t0 = time.time()
         result = time_side_by_side(contenders(cfg_for, mode), args.repeats, args.steps)
         ref = result[REFERENCE]
         what = "full UNet + EMA" if mode == "full" else "LoRA r16 (attention)"
-        print(f"\n{name}: {resolution}², batch {batch}, {what}, AdamW, fp32 ({time.time() - t0:.0f} s)")
+        precision = "fp32" if args.precision == "no" else "bf16 autocast"
+        print(f"\n{name}: {resolution}², batch {batch}, {what}, AdamW, {precision} ({time.time() - t0:.0f} s)")
         for label, sec in result.items():
             print(f"  {label:<32}{sec:8.3f} s/step   {sec / ref:5.2f}× reference", flush=True)
 
@@ -142,6 +151,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per timed block")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--only", choices=("tiny", "mid"), default=None)
+    parser.add_argument("--precision", choices=("no", "bf16"), default="no",
+                        help="mixed precision of every contender (one per process: accelerate's state is global)")
     args = parser.parse_args()
     sc.setup_process(args.threads)
     root = sc.workdir()
