@@ -1,9 +1,10 @@
 """Build the shipped ``tiny`` base model: synthetic data → tiny VAE → tiny UNet → dermdiff_lora/assets/tiny.
 
-    PYTHONPATH=. python scripts/build_tiny.py            # about 30 min on 2 busy CPU cores
+    PYTHONPATH=. python scripts/build_tiny.py --threads 2   # 20 min on 2 idle CPU cores (busy cores: --threads 1)
 
-1. ``synthetic.make_dataset``: 32 px skin + lesion images at known ITA, half benign, half malignant; each
-   group's ITA is drawn inside its paper interval, 6 degrees clear of the boundaries.
+1. ``synthetic.make_dataset``: 32 px skin + lesion images at known ITA, half benign (small, one brown),
+   half malignant (larger, irregular, with a black-brown patch); each group's ITA is drawn inside its
+   paper interval, 6 degrees clear of the boundaries.
 2. The tiny VAE (``models.tiny_architecture``) learns to reconstruct them in a plain PyTorch loop: L1 +
    a low-frequency colour term (ITA lives in the mean skin colour) + an edge term (the lesion's border and
    colour patches tell benign from malignant) + a small KL term; its
