@@ -221,12 +221,8 @@ class Planner:
                 self._sims[enc_key] = simulate_encode(mm.vae, mm.text_encoder, spec,
                                                       encode_text=not train_te)
             peak = max(peak, self._sims[enc_key] + (grads if spec.grads_exist else 0))
-        return max(peak, grads, self._update_temporaries(cfg, mm)), grads
-
-    def _update_temporaries(self, cfg, mm: MetaModels) -> int:
-        """Temporaries after the backward pass: fused AdamW and 8-bit Adam make none; the foreach EMA
-        update makes one copy of the UNet (gradients are already freed by then)."""
-        return tensor_bytes(mm.unet.parameters()) if cfg.train.mode == "full" and cfg.train.ema else 0
+        # after the backward pass fused AdamW, 8-bit Adam and the fused-lerp EMA make no temporaries
+        return max(peak, grads), grads
 
     def validation(self, cfg) -> int:
         from .memsim import StepSpec, simulate_generate

@@ -152,3 +152,23 @@ def test_caption_dropout_rate_and_empty_prompt(tiny_base, demo_data, tmp_path):
     drops = train._per_sample_randoms(seeds, (16, 16), run)["drop"]
     assert 0.25 < drops.float().mean().item() < 0.35
     assert run.parts.tokenizer.decode(run.empty_ids[0], skip_special_tokens=True) == ""
+
+
+def test_lerp_ema_matches_diffusers_ema_model():
+    """The fused-lerp EMA of full training gives diffusers' EMAModel's weights, decay schedule included."""
+    from diffusers.training_utils import EMAModel
+
+    from dermdiff_lora.modes import _lerp_ema_class
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    ours = _lerp_ema_class(EMAModel)(net.parameters(), decay=0.9, foreach=True)
+    ref = EMAModel(net.parameters(), decay=0.9, foreach=True)
+    for _ in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        ours.step(net.parameters())
+        ref.step(net.parameters())
+    assert ours.cur_decay_value == ref.cur_decay_value and ours.optimization_step == 4
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours.shadow_params, ref.shadow_params))
+    assert ours.state_dict()["optimization_step"] == 4
