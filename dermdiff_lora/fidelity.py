@@ -88,8 +88,7 @@ def diversity(samples: Sequence[Sample]) -> float:
 def format_table(reports: dict[str, dict[str, dict]]) -> str:
     """A plain-text table: one row per tone; in-group share, in-core share (when measured) and mean ITA for
     each named report."""
-    first = next(iter(reports.values()))
-    tones = list(first)
+    tones = list(next(iter(reports.values())))
     core = all("in_core" in r[t] for r in reports.values() for t in tones)
     head = f"{'prompted tone':<14}" + "".join(
         f"{n + ' in group':>20}" + (f"{'in core':>9}" if core else "") + f"{'mean ITA':>10}" for n in reports)
