@@ -43,7 +43,7 @@ def adapter_bytes(unet, targets: list[str], rank: int, materialize: bool, folder
         from peft import LoraConfig
         from safetensors import safe_open
 
-        from dermdiff_lora import lora
+        from dermdiff_lora.adapters import lora
 
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
         file = lora.save_adapter(folder, unet, meta={"base_model": "sd-v1-4-architecture"})

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dermdiff_lora.audit import audit_dataset
-from dermdiff_lora.synthetic import make_dataset
+from dermdiff_lora.tone.audit import audit_dataset
+from dermdiff_lora.tone.synthetic import make_dataset
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "pro
 def make_adapter(folder: Path) -> Path:
     from peft import LoraConfig
 
-    from dermdiff_lora import lora
-    from dermdiff_lora.models import load_parts
+    from dermdiff_lora.adapters import lora
+    from dermdiff_lora.core.models import load_parts
 
     unet = load_parts("tiny-random").unet
     torch.manual_seed(0)
@@ -56,7 +56,7 @@ def main() -> None:
 
     from dermdiff_lora.adapters.apply import attach
     from dermdiff_lora.adapters.merge import merge
-    from dermdiff_lora.models import load_pipeline
+    from dermdiff_lora.core.models import load_pipeline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:

@@ -53,7 +53,7 @@ def build_full_size(folder: Path, device: str) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from dermdiff_lora.models import write_tiny_tokenizer_files
+    from dermdiff_lora.core.models import write_tiny_tokenizer_files
 
     arch = sc.sd14_architecture()
     src = write_tiny_tokenizer_files(folder / ".tokenizer-src")
@@ -73,7 +73,7 @@ def build_full_size(folder: Path, device: str) -> Path:
 
 def measure(cfg, steps: int) -> dict:
     """Seconds per image and peak allocated bytes of ``steps`` timed micro-steps (after warm-up)."""
-    from dermdiff_lora import train
+    from dermdiff_lora.training import train
 
     cuda = torch.cuda.is_available()
     leftover = torch.cuda.memory_allocated() if cuda else 0  # earlier runs' (should be ~0)
@@ -110,7 +110,7 @@ def measure(cfg, steps: int) -> dict:
 
 
 def planned(cfg, device: str, detail: bool):
-    from dermdiff_lora import memory
+    from dermdiff_lora.training import memory
 
     return memory.plan(cfg, BUDGET, device=device, suggest=False, detail=detail)
 

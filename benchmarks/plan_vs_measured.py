@@ -43,8 +43,8 @@ MID = [
 
 def measure(cfg) -> dict:
     """Planned and measured peak bytes of one micro-step of ``cfg``."""
-    from dermdiff_lora import memory, train
-    from dermdiff_lora.memsim import profiled_peak
+    from dermdiff_lora.training import memory, train
+    from dermdiff_lora.training.memsim import profiled_peak
 
     planned = memory.plan(cfg, device="cpu", suggest=False)
     sc.fresh_accelerate()

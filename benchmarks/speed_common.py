@@ -50,7 +50,7 @@ def workdir() -> Path:
 
 
 def sd14_architecture() -> dict:
-    from dermdiff_lora.memory import SD14_ARCHITECTURE
+    from dermdiff_lora.training.memory import SD14_ARCHITECTURE
 
     return json.loads(SD14_ARCHITECTURE.read_text())
 
@@ -60,7 +60,7 @@ def build_mid(folder: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from dermdiff_lora.models import write_tiny_tokenizer_files
+    from dermdiff_lora.core.models import write_tiny_tokenizer_files
 
     arch = sd14_architecture()
     src = write_tiny_tokenizer_files(folder / ".tokenizer-src")
@@ -82,13 +82,13 @@ def build_mid(folder: Path, seed: int = 0) -> Path:
 
 
 def make_data(folder: Path, n: int, size: int) -> Path:
-    from dermdiff_lora.synthetic import make_dataset
+    from dermdiff_lora.tone.synthetic import make_dataset
 
     return make_dataset(folder, n=n, size=size, seed=0)
 
 
 def make_cfg(data_dir: Path, out_dir: Path, *overrides: str):
-    from dermdiff_lora import config
+    from dermdiff_lora.core import config
 
     base = [f"data.dir={data_dir}", f"output.dir={out_dir}", "output.overwrite=true",
             "data.file_column=image_name", "logging.tensorboard=false", "logging.progress=false",
@@ -106,7 +106,7 @@ def fresh_accelerate() -> None:
 
 def train_step(run, batch) -> float:
     """One micro-step exactly as ``train.train`` runs it (loss, backward, clip, optimizer, schedule, EMA)."""
-    from dermdiff_lora.train import micro_step
+    from dermdiff_lora.training.train import micro_step
 
     acc = run.accelerator
     loss = micro_step(run, batch)
@@ -120,10 +120,10 @@ def train_step(run, batch) -> float:
 def static_bytes(run) -> dict[str, int]:
     """Bytes the planner counts as static, read off the live run: weights on the accelerator, optimizer
     states, EMA shadow weights."""
-    from dermdiff_lora.memory import tensor_bytes
-    from dermdiff_lora.optim import optimizer_state_bytes
+    from dermdiff_lora.training.memory import tensor_bytes
+    from dermdiff_lora.training.optim import optimizer_state_bytes
 
-    offloaded = run.extra.get("offloaded", [])
+    offloaded = run.offloaded
     weights = sum(tensor_bytes(getattr(run.parts, name)) for name in ("unet", "vae", "text_encoder")
                   if name not in offloaded)
     ema = sum(t.numel() * t.element_size() for t in run.ema.shadow_params) if run.ema is not None else 0

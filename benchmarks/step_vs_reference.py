@@ -46,7 +46,8 @@ class Reference:
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
-        from dermdiff_lora import lora, models
+        from dermdiff_lora.adapters import lora
+        from dermdiff_lora.core import models
 
         self.F, self.cfg = F, cfg
         self.parts = p = models.load_parts(cfg.model.base)
@@ -97,7 +98,9 @@ class Reference:
 
 def contenders(cfg_for, mode: str) -> dict:
     """label → (step function, batch iterator); each loads its own data as a real run would."""
-    from dermdiff_lora import data, prompts, train
+    from dermdiff_lora.core import prompts
+    from dermdiff_lora.data import dataset as data
+    from dermdiff_lora.training import train
 
     out = {}
     for label, overrides in VARIANTS[mode].items():

@@ -37,8 +37,8 @@ def worker(spec: dict) -> dict:
     """Train one configuration for ``steps`` steps; runs inside its own subprocess."""
     sc.setup_process(spec["threads"])
     os.environ["DERMDIFF_CACHE"] = spec["cache"]
-    from dermdiff_lora import train
-    from dermdiff_lora.optim import optimizer_state_bytes
+    from dermdiff_lora.training import train
+    from dermdiff_lora.training.optim import optimizer_state_bytes
 
     cfg = sc.make_cfg(Path(spec["data"]), Path(spec["out"]), "data.resolution=32", "train.batch_size=4",
                       "optim.min_8bit_size=1024", *spec["overrides"])
@@ -68,7 +68,7 @@ def main() -> None:
     sc.quiet()
     root = sc.workdir()
     data = sc.make_data(root / "data", 16, 32)
-    from dermdiff_lora.models import ensure_tiny_random
+    from dermdiff_lora.core.models import ensure_tiny_random
 
     ensure_tiny_random()  # built once, before the workers race for it
     results: dict[str, list[dict]] = {name: [] for name in CONFIGS}

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dermdiff_lora import config, models
-from dermdiff_lora.fsutil import replace_dir
-from dermdiff_lora.synthetic import make_dataset
+from dermdiff_lora.core import config, models
+from dermdiff_lora.core.fsutil import replace_dir
+from dermdiff_lora.tone.synthetic import make_dataset
 
 BUILD_RANGES = {"lighter": (34.0, 70.0), "brown": (-24.0, 22.0), "darker": (-60.0, -36.0)}
 LOW_FREQ_WEIGHT = 4.0  # MSE of 4x4-pooled colours (the skin tone), on top of per-pixel L1
@@ -121,7 +121,7 @@ def vae_fidelity(vae, images, n: int = 60) -> dict:
     """Mean |ITA(reconstruction) - ITA(original)| and the share of reconstructions with a lesion."""
     import torch
 
-    from dermdiff_lora.skintone import estimate_ita
+    from dermdiff_lora.tone.skintone import estimate_ita
 
     with torch.no_grad():
         rec = vae.decode(vae.encode(images[:n]).latent_dist.mean).sample
@@ -179,7 +179,7 @@ def write_scheduler(base: Path) -> None:
 
 
 def train_unet(base: Path, data: Path, work: Path, args) -> dict:
-    from dermdiff_lora.train import train
+    from dermdiff_lora.training.train import train
 
     overrides = [f"model.base={base}", f"data.dir={data}", f"output.dir={work / 'unet'}",
                  "output.overwrite=true", f"train.seed={args.seed}"]

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dermdiff_lora import fidelity, models
-from dermdiff_lora.prompts import PromptBuilder
-from dermdiff_lora.synthetic import make_dataset
+from dermdiff_lora.core import models
+from dermdiff_lora.core.prompts import PromptBuilder
+from dermdiff_lora.tone import fidelity
+from dermdiff_lora.tone.synthetic import make_dataset
 
 TARGETS = {"in_group": 0.9, "lesion": 0.9, "diagnosis": 0.8}
 

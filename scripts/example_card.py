@@ -22,10 +22,11 @@ def main() -> None:
     parser.add_argument("--out", default="docs", help="folder for the card and its grid")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from dermdiff_lora import config
-    from dermdiff_lora.card import build_card, find_grid
-    from dermdiff_lora.synthetic import make_dataset
-    from dermdiff_lora.train import train
+    from dermdiff_lora.core import config
+    from dermdiff_lora.hub.card import build_card
+    from dermdiff_lora.hub.card_facts import find_grid
+    from dermdiff_lora.tone.synthetic import make_dataset
+    from dermdiff_lora.training.train import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

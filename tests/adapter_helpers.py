@@ -21,8 +21,8 @@ def make_adapter(name: str, targets: tuple[str, ...] = BROAD, rank: int = 4, alp
     import torch
     from peft import LoraConfig
 
-    from dermdiff_lora import lora
-    from dermdiff_lora.models import load_parts
+    from dermdiff_lora.adapters import lora
+    from dermdiff_lora.core.models import load_parts
 
     parts = load_parts("tiny-random")
     torch.manual_seed(seed)
@@ -71,7 +71,7 @@ def text_out(text_encoder):
 def pipeline(*adapters: tuple[str | Path, float]):
     """The tiny-random pipeline with adapters attached through the package's loader."""
     from dermdiff_lora.adapters.apply import attach
-    from dermdiff_lora.models import load_pipeline
+    from dermdiff_lora.core.models import load_pipeline
 
     pipe = load_pipeline("tiny-random")
     attach(pipe, list(adapters), base_label="tiny-random")

@@ -46,7 +46,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def tiny_base(_cache_dir) -> Path:
     """Folder of the tiny-random pipeline (built once per session)."""
-    from dermdiff_lora.models import ensure_tiny_random
+    from dermdiff_lora.core.models import ensure_tiny_random
 
     return ensure_tiny_random()
 
@@ -54,14 +54,14 @@ def tiny_base(_cache_dir) -> Path:
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A 24-image ISIC-style synthetic imagefolder (32 px, three tones, benign/malignant)."""
-    from dermdiff_lora.synthetic import make_dataset
+    from dermdiff_lora.tone.synthetic import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("data") / "ds", n=24, size=32, seed=0)
 
 
 def make_cfg(data_dir: Path, out_dir: Path, *overrides: str):
     """A fast tiny config: 32 px, few steps, no TensorBoard, no progress bar."""
-    from dermdiff_lora import config
+    from dermdiff_lora.core import config
 
     base = [f"data.dir={data_dir}", f"output.dir={out_dir}", "data.file_column=image_name",
             "data.resolution=32", "train.max_steps=3", "train.batch_size=2", "optim.lr=1e-3",
@@ -73,7 +73,7 @@ def make_cfg(data_dir: Path, out_dir: Path, *overrides: str):
 @pytest.fixture(scope="session")
 def trained_lora(tiny_base, demo_data, tmp_path_factory) -> Path:
     """A LoRA run (rank 4, alpha 8) on tiny-random: its output folder."""
-    from dermdiff_lora.train import train
+    from dermdiff_lora.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "lora"
     train(make_cfg(demo_data, out, "lora.rank=4", "lora.alpha=8", "train.max_steps=4"))
@@ -83,7 +83,7 @@ def trained_lora(tiny_base, demo_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_full(tiny_base, demo_data, tmp_path_factory) -> Path:
     """A full fine-tune run with EMA on tiny-random: its pipeline folder."""
-    from dermdiff_lora.train import train
+    from dermdiff_lora.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "full"
     train(make_cfg(demo_data, out, "train.mode=full", "train.ema_decay=0.9", "train.max_steps=3"))

@@ -12,7 +12,7 @@ def main(data_dir: str, out_dir: str, *overrides: str) -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from dermdiff_lora import train
+    from dermdiff_lora.training import train
 
     rank = int(os.environ.get("RANK", 0))
     seen: list[int] = []

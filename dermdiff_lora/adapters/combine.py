@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import AdapterError
+from ..core.errors import AdapterError
 from . import io, svd
 from .layers import Adapter, Layer, derived_meta, max_rank, most_common
 
@@ -92,7 +92,7 @@ def _meta(adapters: list[Adapter], sources) -> dict:
     templates = {a.meta.get("prompt_template") for a in adapters} - {None}
     if len(templates) > 1:
         meta["prompt_templates_differ"] = sorted(templates)
-    from .. import __version__
+    from ..core.version import __version__
 
     meta["package_version"] = __version__
     return meta

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from . import io
 from .layers import module_kind
 

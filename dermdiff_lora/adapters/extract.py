@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AdapterError, ConfigError
-from ..models import PICKLE_SUFFIXES, resolve_base
+from ..core.errors import AdapterError, ConfigError
+from ..core.formats import PICKLE_SUFFIXES
+from ..core.models import resolve_base
 from . import io, svd
 from .layers import Adapter, Layer, derived_meta, most_common
 
@@ -150,7 +151,7 @@ def _residual(key: str, delta: torch.Tensor, before: torch.Tensor, kind: str | N
 
 
 def _meta(base: str, tuned: str | os.PathLike) -> dict:
-    from .. import __version__
+    from ..core.version import __version__
 
     meta = {"base_model": base, "extracted_from": str(tuned), "package_version": __version__}
     saved = io.saved_config(Path(tuned))

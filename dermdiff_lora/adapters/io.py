@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AdapterError, ConfigError
-from ..lora import DIFFUSERS_META_KEY, META_KEY, WEIGHT_NAME
-from ..models import PICKLE_SUFFIXES
+from ..core.errors import AdapterError, ConfigError
+from ..core.formats import DIFFUSERS_META_KEY, META_KEY, PICKLE_SUFFIXES, WEIGHT_NAME
 from . import kohya
 from .layers import COMPONENTS, Adapter, Layer, most_common
 
@@ -30,7 +29,7 @@ _PEFT_KEY = re.compile(rf"^({'|'.join(COMPONENTS)})\.(.+)\.lora_(A|B)\.weight$")
 # ------------------------------------------------------------------------------------------------ reading
 def weights_file(path: str | os.PathLike, allow_pickle: bool = False) -> Path:
     """The weights file of an adapter folder, a file or a Hub id ``user/repo[@rev]``; pickle needs opt-in."""
-    from ..hub import resolve_adapter
+    from ..core.hubio import resolve_adapter
 
     path = resolve_adapter(path)
     if path.is_dir():
@@ -148,7 +147,7 @@ def saved_config(path: str | os.PathLike) -> dict | None:
 
     import yaml
 
-    from ..config import CONFIG_FILENAME
+    from ..core.config import CONFIG_FILENAME
 
     path = Path(path)
     file = (path if path.is_dir() else path.parent) / CONFIG_FILENAME
@@ -250,7 +249,7 @@ def staged_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
 # ---------------------------------------------------------------------------------------- base checks
 def check_fits(adapter: Adapter, models: dict[str, torch.nn.Module], base_label: str) -> None:
     """Refuse an adapter whose layers are missing from the base or shaped differently, naming both."""
-    from ..lora import fingerprint
+    from ..core.formats import fingerprint
 
     found, missing, wrong = {}, [], []
     for component in adapter.components():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import AdapterError
+from ..core.errors import AdapterError
 from .layers import Adapter, Layer
 
 PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..lora import fingerprint
+from ..core.formats import fingerprint
 
 COMPONENTS = ("unet", "text_encoder")
 # Where a module sits inside a block: stripped to name the kind of layer ("attn1.to_q", "conv1", ...).

@@ -11,9 +11,9 @@ import json
 import os
 from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import AdapterError, ConfigError
-from ..models import load_pipeline
+from ..core.errors import AdapterError, ConfigError
+from ..core.models import load_pipeline
+from ..core.version import __version__
 from . import io
 from .apply import attach
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import AdapterError
+from ..core.errors import AdapterError
 from . import io, svd
 from .layers import Adapter, Layer, derived_meta, most_common
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import AdapterError
+from ..core.errors import AdapterError
 
 
 @dataclass

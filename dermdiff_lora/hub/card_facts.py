@@ -1,0 +1,196 @@
+"""What an output folder records for its model card: kind, base, config, summary, tone counts, grid, evaluations.
+
+Front matter the Hub reads (base model, library, pipeline tag, tags, license, prompts), then: what it is,
+how to load it with plain diffusers, the prompt template and tone words, the training settings, the
+training data's skin tone × diagnosis counts, the sample grid, evaluation results, intended use,
+limitations and bias. No local paths and no token are ever written into a card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..adapters import lora
+from ..core import config
+from ..core.errors import DataError, ModelError
+from ..core.prompts import PromptBuilder, normalize_value
+from ..core.version import __version__
+from ..training.checkpoint import SUMMARY_FILE
+
+AUDIT_FILE = "audit.json"
+AUDIT_SUMMARY = "tones_summary.json"  # written by the skin-tone audit next to <data>_audit/tones.csv
+EVAL_FILE = "eval_results.json"
+PAPER = "[DermDiff](https://arxiv.org/abs/2503.17536)"
+SD1_IDS = {"compvis/stable-diffusion-v1-1", "compvis/stable-diffusion-v1-2", "compvis/stable-diffusion-v1-3",
+           "compvis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
+           "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+TINY_BASES = ("tiny", "tiny-random")
+TAGS = ["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "diffusers-training",
+        "dermatology", "skin-tone", "medical-imaging", "synthetic-data", "dermdiff"]
+
+
+@dataclass
+class Facts:
+    """What a folder records about its adapter or model."""
+
+    kind: str  # "lora" or "full"
+    base: str
+    revision: str | None
+    meta: dict
+    cfg: Any  # config.Config or None
+    summary: dict
+    builder: PromptBuilder | None
+    counts: dict[str, dict[str, int]] | None
+    counts_source: str
+    evals: dict[str, Any] | None
+    grid: str | None  # path relative to the folder
+
+
+def find_grid(folder: str | os.PathLike) -> Path | None:
+    """The latest ``validation/step-*.png``, else ``grid.png``, else None."""
+    folder = Path(folder)
+    steps = sorted((folder / "validation").glob("step-*.png"))
+    if steps:
+        return steps[-1]
+    return folder / "grid.png" if (folder / "grid.png").is_file() else None
+
+
+def find_audit(folder: Path, cfg) -> Path | None:
+    """``FOLDER/audit.json``, else the audit's default summary beside the training data, else None."""
+    found = [folder / AUDIT_FILE]
+    if cfg and cfg.data.dir:
+        found.append(Path(f"{Path(cfg.data.dir).resolve()}_audit") / AUDIT_SUMMARY)
+    return next((p for p in found if p.is_file()), None)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+
+
+def read_facts(folder: str | os.PathLike, *, audit: str | os.PathLike | None = None,
+               eval_results: str | os.PathLike | None = None) -> Facts:
+    """Gather metadata, saved config, summary, audit/eval JSON (given or found in the folder) and the grid."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is not a folder: pass a training output folder (adapter or pipeline)")
+    if (folder / "model_index.json").is_file():
+        kind, meta = "full", {}
+    else:
+        kind, meta = "lora", lora.read_metadata(lora.adapter_file(folder))
+    cfg = config.load_saved(folder)
+    template = meta.get("prompt_template") or (cfg.prompts.template if cfg else None)
+    maps = meta.get("value_maps") or (cfg.prompts.value_maps if cfg else {})
+    builder = PromptBuilder(template, maps) if template else None
+    audit = Path(audit) if audit else find_audit(folder, cfg)
+    evals = Path(eval_results) if eval_results else folder / EVAL_FILE
+    counts, source = tone_counts(cfg, builder, audit)
+    grid = find_grid(folder)
+    return Facts(kind=kind, base=meta.get("base_model") or (cfg.model.base if cfg else "") or "unknown",
+                 revision=meta.get("base_revision") or (cfg.model.revision if cfg else None), meta=meta, cfg=cfg,
+                 summary=_read_json(folder / SUMMARY_FILE) if (folder / SUMMARY_FILE).is_file() else {},
+                 builder=builder, counts=counts, counts_source=source,
+                 evals=_read_json(evals) if evals.is_file() or eval_results else None,
+                 grid=grid.relative_to(folder).as_posix() if grid else None)
+
+
+# -------------------------------------------------------------------------------------------- counts
+def tone_counts(cfg, builder: PromptBuilder | None, audit: Path | None) -> tuple[dict | None, str]:
+    """``{tone word: {diagnosis word: n}}`` from an audit JSON, else from the training metadata."""
+    tone_col = cfg.data.tone_column if cfg else "skin_tone"
+    diag_col = cfg.data.diagnosis_column if cfg else "benign_malignant"
+
+    def word(column: str, value: object) -> str:
+        key = normalize_value(value)
+        return str((builder.value_maps.get(column) or {}).get(key, key) if builder else key) or "missing"
+
+    known = ([list(dict.fromkeys((builder.value_maps.get(c) or {}).values())) for c in (tone_col, diag_col)]
+             if builder else [[], []])
+    if audit is not None:
+        data = _read_json(audit)
+        return _ordered(_audit_table(data, tone_col, diag_col, word, audit), *known), _audit_source(data, audit)
+    if not (cfg and cfg.data.dir):
+        return None, ""
+    from ..data.dataset import read_metadata
+
+    try:
+        rows, source = read_metadata(cfg.data.dir)
+    except DataError:
+        return None, ""
+    if tone_col not in rows[0] or diag_col not in rows[0]:
+        return None, ""
+    table: dict[str, Counter] = defaultdict(Counter)
+    for row in rows:
+        table[word(tone_col, row[tone_col])][word(diag_col, row[diag_col])] += 1
+    return _ordered(table, *known), f"counted from the training metadata ({source.name}, {len(rows)} rows)"
+
+
+def _audit_table(data: Any, tone_col: str, diag_col: str, word, path: Path) -> dict[str, Counter]:
+    """Counts from the audit summary (``table`` rows with tone, diagnosis, count) or a mapping
+    ``{tone: {diagnosis: n}}``, optionally under ``tone_x_diagnosis`` or ``counts``."""
+    for key in ("table", "tone_x_diagnosis", "counts"):
+        if isinstance(data, dict) and key in data:
+            data = data[key]
+            break
+    table: dict[str, Counter] = defaultdict(Counter)
+    try:
+        if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+            for tone, row in data.items():
+                for diag, n in row.items():
+                    if str(diag).lower() not in ("total", "all"):
+                        table[word(tone_col, tone)][word(diag_col, diag)] += int(n)
+        elif isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+            for r in data:
+                tone = next(r[k] for k in (tone_col, "tone", "skin_tone") if k in r)
+                diag = next(r[k] for k in (diag_col, "diagnosis", "benign_malignant") if k in r)
+                table[word(tone_col, tone)][word(diag_col, diag)] += int(r.get("count", r.get("n")))
+        else:
+            raise ValueError
+    except (ValueError, TypeError, StopIteration):
+        raise DataError(f"{path}: expected tone × diagnosis counts (the audit's summary JSON, or "
+                        f"{{tone: {{diagnosis: n}}}})") from None
+    return table
+
+
+def _audit_source(data: Any, path: Path) -> str:
+    text = f"from the skin-tone audit ({path.name}"
+    if isinstance(data, dict) and data.get("scheme"):
+        bounds = ", ".join(f"{b:g}°" for b in data.get("scheme_boundaries") or [])
+        text += f"; ITA scheme '{data['scheme']}'" + (f" with boundaries {bounds}" if bounds else "")
+    if isinstance(data, dict) and data.get("undetermined"):
+        text += f"; {data['undetermined']} image(s) of undetermined tone"
+    return text + ")"
+
+
+def _ordered(table: dict[str, Counter], tones: list[str], diags: list[str]) -> dict[str, dict[str, int]]:
+    """Known words first (value-map order), then the others in order of appearance."""
+    found_diags = list(dict.fromkeys(d for row in table.values() for d in row))
+    tones = [t for t in tones if t in table] + [t for t in table if t not in tones]
+    diags = [d for d in diags if d in found_diags] + [d for d in found_diags if d not in diags]
+    return {t: {d: int(table[t][d]) for d in diags} for t in tones}
+
+
+# ------------------------------------------------------------------------------------- front matter
+def is_hub_base(base: str) -> bool:
+    from ..core.hubio import is_hub_id
+
+    return base not in TINY_BASES and is_hub_id(base)
+
+
+def grid_prompts(builder: PromptBuilder | None) -> list[str]:
+    """Every prompt of the diagnosis × tone grid ([] without a template or value maps)."""
+    try:
+        return [prompt for _, prompt in builder.grid()] if builder else []
+    except DataError:
+        return []
+
+
+def package_version(facts: Facts) -> str:
+    return str(facts.meta.get("package_version") or __version__)

@@ -1,0 +1,309 @@
+"""Audit a dataset's skin tones: ITA per image, counts per (diagnosis × tone), a bar chart and a summary.
+
+The input folder is only read. Results go to a new folder (default ``<dataset_dir>_audit/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..core.errors import ConfigError, DataError
+from ..core.fsutil import atomic_write
+from ..data import dataset as data
+from .skintone import STRATEGIES, GrayscaleError, ToneEstimate, estimate_ita, get_scheme
+
+FILE_COLUMNS = ("file_name", "image_name")
+TONE_FIELDS = (
+    "file",
+    "diagnosis",
+    "ita",
+    "category",
+    "method",
+    "spread",
+    "skin_fraction",
+    "lesion_fraction",
+    "undetermined_reason",
+)
+UNDETERMINED = "undetermined"
+
+
+def read_metadata(dataset_dir: str | os.PathLike) -> tuple[Path, list[str], list[dict]]:
+    """(metadata path, columns, rows as dicts of strings) of ``metadata.csv`` or ``metadata.jsonl``."""
+    rows, path = data.read_metadata(dataset_dir)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return path, columns, [{k: "" if row.get(k) is None else str(row.get(k)) for k in columns} for row in rows]
+
+
+def pick_column(columns: list[str], wanted: str, path: Path) -> str:
+    """``wanted`` if present; ``"auto"`` picks the first of FILE_COLUMNS. DataError lists the columns."""
+    candidates = FILE_COLUMNS if wanted == "auto" else (wanted,)
+    for name in candidates:
+        if name in columns:
+            return name
+    raise DataError(
+        f"{path} has no column {' or '.join(candidates)}; available columns: {', '.join(columns)}"
+    )
+
+
+def resolve_images(folder: Path, rows: list[dict], column: str, metadata: Path) -> list[Path]:
+    """The image of every row; DataError names the missing ones."""
+    paths = [data.find_image(folder, row[column]) for row in rows]
+    missing = [row[column] for row, p in zip(rows, paths) if p is None]
+    if missing:
+        raise DataError(
+            f"{len(missing)} image(s) listed in {metadata} are not in {folder}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; fix the "
+            f"'{column}' column or add the files"
+        )
+    return paths  # type: ignore[return-value]
+
+
+@dataclass
+class AuditResult:
+    """Per-image tones (``rows``), counts per (diagnosis × tone) (``table``), and the files written."""
+
+    rows: list[dict]
+    table: list[dict]
+    tones: list[str]
+    diagnoses: list[str]
+    imbalance_ratio: float | None
+    empty_groups: list[str]
+    settings: dict
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def to_text(self) -> str:
+        """The counts as an aligned table (diagnosis rows × tone columns), then the imbalance."""
+        cells = {(r["diagnosis"], r["tone"]): r for r in self.table}
+        header = ["diagnosis", *self.tones, "total"]
+        lines = []
+        for diag in self.diagnoses:
+            row = [diag]
+            for tone in self.tones:
+                r = cells[(diag, tone)]
+                row.append(f"{r['count']} ({r['percent']:.1f}%)")
+            row.append(str(sum(cells[(diag, t)]["count"] for t in self.tones)))
+            lines.append(row)
+        widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
+        fmt = [h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))]
+        text = ["  ".join(fmt)]
+        text += [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+            for line in lines
+        ]
+        ratio = "n/a (no images)" if self.imbalance_ratio is None else f"{self.imbalance_ratio:.2f}"
+        text.append(f"imbalance ratio (largest / smallest non-empty group): {ratio}")
+        text.append(f"empty groups: {', '.join(self.empty_groups) or 'none'}")
+        return "\n".join(text)
+
+    def to_json(self) -> str:
+        """The summary (settings, table, imbalance, paths) as JSON."""
+        return json.dumps(
+            {
+                **self.settings,
+                "table": self.table,
+                "tones": self.tones,
+                "diagnoses": self.diagnoses,
+                "imbalance_ratio": self.imbalance_ratio,
+                "empty_groups": self.empty_groups,
+                "paths": {k: str(v) for k, v in self.paths.items()},
+            },
+            indent=2,
+        )
+
+
+def _estimate_one(job: tuple[str, str, str, object]) -> dict:
+    path, name, strategy, scheme = job
+    try:
+        est = estimate_ita(path, strategy, scheme)
+    except GrayscaleError as exc:
+        est = ToneEstimate(
+            None, None, scheme.name, math.nan, strategy, 0.0, 0.0, undetermined_reason=str(exc)
+        )
+    return {
+        "file": name,
+        "ita": None if est.ita is None else round(est.ita, 3),
+        "category": est.category,
+        "method": est.method,
+        "spread": None if math.isnan(est.spread) else round(est.spread, 3),
+        "skin_fraction": round(est.skin_fraction, 4),
+        "lesion_fraction": round(est.lesion_fraction, 4),
+        "undetermined_reason": est.undetermined_reason,
+    }
+
+
+def _estimate_all(jobs: list[tuple], workers: int, progress: bool) -> Iterator[dict]:
+    bar = tqdm(total=len(jobs), desc="audit", unit="img", disable=not progress)
+    with bar:
+        if workers <= 1:
+            for job in jobs:
+                yield _estimate_one(job)
+                bar.update()
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for row in pool.map(_estimate_one, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
+                yield row
+                bar.update()
+
+
+def count_table(rows: list[dict], tones: list[str]) -> tuple[list[dict], list[str], float | None, list[str]]:
+    """(table, diagnoses, imbalance ratio, empty groups) from per-image rows with diagnosis and category.
+
+    Undetermined images form their own tone column and take no part in the ratio or the empty groups.
+    """
+    diagnoses = sorted({r["diagnosis"] for r in rows})
+    counts = {(d, t): 0 for d in diagnoses for t in tones}
+    for r in rows:
+        counts[(r["diagnosis"], r["category"] or UNDETERMINED)] += 1
+    per_diag = {d: sum(counts[(d, t)] for t in tones) for d in diagnoses}
+    table = [
+        {
+            "diagnosis": d,
+            "tone": t,
+            "count": c,
+            "percent": round(100.0 * c / max(1, len(rows)), 2),
+            "percent_of_diagnosis": round(100.0 * c / max(1, per_diag[d]), 2),
+        }
+        for (d, t), c in counts.items()
+    ]
+    groups = {k: c for k, c in counts.items() if k[1] != UNDETERMINED}
+    non_empty = [c for c in groups.values() if c > 0]
+    ratio = max(non_empty) / min(non_empty) if non_empty else None
+    return table, diagnoses, ratio, [f"{d} × {t}" for (d, t), c in groups.items() if c == 0]
+
+
+def _tone_colours(n: int) -> list[tuple[float, float, float]]:
+    """Light to dark skin-like browns, one per tone column."""
+    light, dark = (0.96, 0.84, 0.72), (0.33, 0.20, 0.13)
+    return [tuple(lc + (dc - lc) * i / max(1, n - 1) for lc, dc in zip(light, dark)) for i in range(n)]
+
+
+def save_chart(result: AuditResult, path: Path) -> None:
+    """A grouped bar chart (one group per diagnosis, one bar per tone) with the counts on the bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tones = result.tones
+    fig = Figure(figsize=(max(6.0, 1.2 * len(result.diagnoses) * len(tones) / 2 + 2), 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(tones))
+    cells = {(r["diagnosis"], r["tone"]): r["count"] for r in result.table}
+    colours = _tone_colours(len(tones))
+    for i, tone in enumerate(tones):
+        xs = [d + (i - (len(tones) - 1) / 2) * width for d in range(len(result.diagnoses))]
+        colour = (0.7, 0.7, 0.7) if tone == UNDETERMINED else colours[i]
+        bars = ax.bar(
+            xs,
+            [cells[(d, tone)] for d in result.diagnoses],
+            width,
+            label=tone,
+            color=colour,
+            edgecolor="black",
+            linewidth=0.5,
+        )
+        ax.bar_label(bars, fontsize=9, padding=2)
+    ax.set_xticks(range(len(result.diagnoses)), result.diagnoses, fontsize=11)
+    ax.set_ylabel("images", fontsize=11)
+    ax.set_title(
+        f"Images per diagnosis and skin tone (ITA, scheme {result.settings['scheme']}, "
+        f"strategy {result.settings['strategy']})",
+        fontsize=11,
+    )
+    ax.legend(title="skin tone", fontsize=9)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+
+
+def _write_rows(rows: list[dict], path: Path) -> None:
+    if path.suffix == ".jsonl":
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=TONE_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: "" if r[k] is None else r[k] for k in TONE_FIELDS} for r in rows)
+    os.replace(tmp, path)
+
+
+def _output_path(folder: Path, out_path: str | os.PathLike | None) -> Path:
+    out = Path(f"{folder.resolve()}_audit") / "tones.csv" if out_path is None else Path(out_path).resolve()
+    if out.suffix not in (".csv", ".jsonl"):
+        raise ConfigError(f"audit output {out} must end in .csv or .jsonl")
+    if out.is_relative_to(folder.resolve()):
+        raise DataError(
+            f"audit output {out} is inside the dataset folder {folder}; the input is never "
+            "modified, pick a path outside it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def audit_dataset(
+    dataset_dir: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    *,
+    file_column: str = "auto",
+    diagnosis_column: str = "benign_malignant",
+    strategy: str = "border",
+    scheme: str | tuple = "paper",
+    workers: int = 2,
+    progress: bool = True,
+) -> AuditResult:
+    """Estimate every image's ITA and write, beside ``out_path`` (default ``<dataset_dir>_audit/tones.csv``):
+    the per-image file (``.csv`` or ``.jsonl``), ``<stem>_chart.png`` and ``<stem>_summary.json``.
+
+    ``workers`` > 1 estimates in that many processes. Tones are listed lightest first.
+    """
+    if strategy not in STRATEGIES or workers < 1:
+        raise ConfigError(
+            f"audit: strategy={strategy!r} must be one of {STRATEGIES} and workers={workers} >= 1"
+        )
+    tone_scheme = get_scheme(scheme)
+    folder = Path(dataset_dir)
+    metadata, columns, rows = read_metadata(folder)
+    file_col = pick_column(columns, file_column, metadata)
+    diag_col = pick_column(columns, diagnosis_column, metadata)
+    out = _output_path(folder, out_path)
+    images = resolve_images(folder, rows, file_col, metadata)
+    jobs = [(str(p), row[file_col], strategy, tone_scheme) for p, row in zip(images, rows)]
+    results = list(_estimate_all(jobs, workers, progress))
+    for result, row in zip(results, rows):
+        result["diagnosis"] = row[diag_col] or "(missing)"
+    tones = list(reversed(tone_scheme.names))
+    if any(r["category"] is None for r in results):
+        tones.append(UNDETERMINED)
+    table, diagnoses, ratio, empty = count_table(results, tones)
+    settings = {
+        "dataset_dir": str(folder),
+        "metadata": str(metadata),
+        "file_column": file_col,
+        "diagnosis_column": diag_col,
+        "strategy": strategy,
+        "scheme": tone_scheme.name,
+        "scheme_boundaries": list(tone_scheme.boundaries),
+        "images": len(results),
+        "undetermined": sum(r["ita"] is None for r in results),
+    }
+    audit = AuditResult(results, table, tones, diagnoses, ratio, empty, settings)
+    audit.paths = {
+        "tones": out,
+        "chart": out.with_name(f"{out.stem}_chart.png"),
+        "summary": out.with_name(f"{out.stem}_summary.json"),
+    }
+    _write_rows(results, out)
+    save_chart(audit, audit.paths["chart"])
+    atomic_write(audit.paths["summary"], audit.to_json())
+    return audit

@@ -1,0 +1,128 @@
+"""A rebalance output folder's bookkeeping: its run file, metadata rows and the journal of tries.
+
+Everything here is append-only or written atomically, so a stopped run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import DataError
+from ..core.fsutil import atomic_write
+
+EXTRA_COLUMNS = ("synthetic", "seed", "prompt", "ita_estimated")
+RUN_FILE, TRIES_FILE, REPORT_FILE = "rebalance_run.json", "rebalance_tries.jsonl", "rebalance_report.json"
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a half-written last line (a run stopped while appending) off an append-only file."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _append_line(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _csv_line(fieldnames: list[str], row: Mapping[str, object]) -> str:
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n").writerow(row)
+    return buf.getvalue()
+
+
+def _prepare_out(folder: Path, out: Path, settings: dict) -> None:
+    """Create ``out`` with its run file, or check that an existing ``out`` holds the same run."""
+    if out.resolve() == folder.resolve() or out.resolve().is_relative_to(folder.resolve()):
+        raise DataError(f"rebalance output {out} is the input folder or inside it; pick a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        run = out / RUN_FILE
+        if not run.is_file():
+            raise DataError(f"{out} is not empty and holds no {RUN_FILE}; pick a new or empty folder")
+        stored = json.loads(run.read_text(encoding="utf-8"))
+        changed = sorted(k for k in settings if stored.get(k) != settings[k])
+        if changed:
+            raise DataError(
+                f"{out} holds a rebalance run with other {', '.join(changed)}; rerun with the "
+                "same settings to resume it, or pick a new folder"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / RUN_FILE, json.dumps(settings, indent=2))
+
+
+def _copy_real(folder: Path, out: Path, images: list[Path], link: bool) -> None:
+    """Copy (or hard-link) every real image into ``out`` under the same relative path; skip done ones."""
+    for src in images:
+        dst = out / src.relative_to(folder)
+        if dst.is_file() and dst.stat().st_size == src.stat().st_size:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp) if link else shutil.copy2(src, tmp)
+        except OSError:  # another file system: copy instead
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+
+
+def _init_metadata(out: Path, columns: list[str], rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """(columns, synthetic rows so far) of ``out/metadata.csv``, writing it with the real rows first."""
+    path = out / "metadata.csv"
+    if path.is_file():
+        _repair_tail(path)
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            synthetic = [r for r in reader if r.get("synthetic") == "true"]
+            return list(reader.fieldnames or []), synthetic
+    fieldnames = columns + [c for c in EXTRA_COLUMNS if c not in columns]
+    lines = [_csv_line(fieldnames, dict(zip(fieldnames, fieldnames)))]
+    lines += [_csv_line(fieldnames, {**row, "synthetic": row.get("synthetic") or "false"}) for row in rows]
+    atomic_write(path, "".join(lines))
+    return fieldnames, []
+
+
+@dataclass
+class _Slot:
+    """Where one missing image stands: tries so far and whether one was accepted."""
+
+    tries: int = 0
+    accepted: bool = False
+
+
+def _load_state(out: Path, names: dict[str, tuple[str, int]], synthetic: list[dict], file_column: str):
+    """(slot states by (group label, slot), journal records) from the journal and the metadata rows.
+
+    A metadata row proves an acceptance (its journal line may be missing); a journalled acceptance without
+    its row is dropped, so that try is made again with the same seed.
+    """
+    journal_path = out / TRIES_FILE
+    records = []
+    if journal_path.is_file():
+        _repair_tail(journal_path)
+        records = [json.loads(line) for line in journal_path.read_text(encoding="utf-8").splitlines() if line]
+    accepted = {names[r[file_column]]: int(r["seed"]) for r in synthetic if r[file_column] in names}
+    records = [r for r in records if r["reason"] is not None or (r["group"], r["slot"]) in accepted]
+    journalled = {(r["group"], r["slot"]) for r in records if r["reason"] is None}
+    slots: dict[tuple[str, int], _Slot] = {}
+    for rec in records:
+        slot = slots.setdefault((rec["group"], rec["slot"]), _Slot())
+        slot.tries = max(slot.tries, rec["try"] + 1)
+    for key, seed in accepted.items():
+        slot = slots.setdefault(key, _Slot())
+        slot.accepted = True
+        if key not in journalled:
+            records.append({"group": key[0], "slot": key[1], "try": slot.tries, "seed": seed, "reason": None})
+            slot.tries += 1
+    return slots, records

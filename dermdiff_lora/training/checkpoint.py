@@ -1,0 +1,99 @@
+"""Run folders and checkpoints: where things go, resume from the latest, keep the last K.
+
+Checkpoints are accelerate states (optimizer, LR schedule, RNG, EMA) in ``checkpoints/step-NNNNNN``;
+in LoRA mode they hold only the adapter, not the frozen base UNet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ..core.errors import ConfigError
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+SUMMARY_FILE = "summary.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint folder to resume from: ``latest`` (None if there is none yet) or a path."""
+    if not resume:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise ConfigError(f"train.resume: {path} is not a checkpoint folder (no {STATE_FILE}); "
+                          f"use 'latest' or one of {run_dir / CHECKPOINTS}/step-*")
+    return path
+
+
+def prepare_run_dir(run_dir: Path, *, overwrite: bool, resuming: bool) -> None:
+    """Refuse to clobber a finished run unless asked; create the folder."""
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY_FILE).is_file() and not resuming:
+        if not overwrite:
+            raise ConfigError(f"output.dir {run_dir} already holds a finished run; pass output.overwrite=true "
+                              "to replace it, train.resume=latest to continue it, or choose another folder")
+        for name in (CHECKPOINTS, "validation", "logs", SUMMARY_FILE):
+            target = run_dir / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def save(accelerator, run_dir: Path, step: int, state: dict, keep: int) -> Path:
+    """Save the accelerate state + our counters, then prune to the last ``keep`` checkpoints."""
+    folder = Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        tmp = folder / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, folder / STATE_FILE)  # written last: marks the checkpoint complete
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def load(accelerator, folder: Path) -> dict:
+    accelerator.load_state(str(folder))
+    return json.loads((Path(folder) / STATE_FILE).read_text())
+
+
+def register_lora_hooks(accelerator, unet, text_encoder) -> None:
+    """Make accelerate checkpoints hold only the adapters (not the frozen base weights)."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for name, model in (("unet", unet), ("text_encoder", text_encoder)):
+                if model is not None and getattr(accelerator.unwrap_model(model), "peft_config", None):
+                    state = get_peft_model_state_dict(accelerator.unwrap_model(model))
+                    save_file({k: v.contiguous() for k, v in state.items()},
+                              os.path.join(output_dir, f"{name}_lora.safetensors"))
+        weights.clear()
+
+    def load_hook(models, input_dir):
+        models.clear()
+        for name, model in (("unet", unet), ("text_encoder", text_encoder)):
+            path = os.path.join(input_dir, f"{name}_lora.safetensors")
+            if model is not None and os.path.isfile(path):
+                set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(path))
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)

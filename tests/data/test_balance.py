@@ -1,0 +1,68 @@
+"""Tone-balanced sampling weights: uniform expected mix, the cap, and a real WeightedRandomSampler epoch."""
+
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils.data import WeightedRandomSampler
+
+from dermdiff_lora.core.errors import ConfigError, DataError
+from dermdiff_lora.data.balance import expected_mix, format_mix, group_weights
+
+GROUPS = ["lighter"] * 1400 + ["brown"] * 500 + ["darker"] * 100  # 70 / 25 / 5 %
+
+
+def _epoch_mix(weights, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+    counts = Counter(GROUPS[i] for i in sampler)
+    return {g: counts[g] / len(weights) for g in set(GROUPS)}
+
+
+def test_weights_make_the_expected_mix_uniform():
+    weights = group_weights(GROUPS)
+    assert sum(weights) == pytest.approx(len(GROUPS))  # mean weight 1
+    mix = expected_mix(GROUPS, weights)
+    assert mix == pytest.approx({"brown": 1 / 3, "darker": 1 / 3, "lighter": 1 / 3})
+    assert weights[GROUPS.index("darker")] / weights[0] == pytest.approx(14.0)
+
+
+def test_sampled_epoch_is_close_to_uniform():
+    for seed in range(3):
+        mix = _epoch_mix(group_weights(GROUPS), seed)
+        assert all(abs(share - 1 / 3) < 0.04 for share in mix.values()), mix
+    unweighted = _epoch_mix([1.0] * len(GROUPS))
+    assert unweighted["darker"] < 0.08  # without the weights the rare group stays rare
+
+
+def test_cap_bounds_the_weight_ratio_and_sets_the_mix():
+    weights = group_weights(GROUPS, cap=4.0)
+    assert max(weights) / min(weights) == pytest.approx(4.0)
+    mix = expected_mix(GROUPS, weights)
+    # shares ∝ n_g·min(1/n_g, 4/1400): brown (ratio 2.8) is untouched, darker (ratio 14) is capped
+    raw = {"lighter": 1.0, "brown": 1.0, "darker": 100 * 4 / 1400}
+    target = {g: v / sum(raw.values()) for g, v in raw.items()}
+    assert mix == pytest.approx(target)
+    sampled = _epoch_mix(weights, seed=1)
+    assert all(abs(sampled[g] - target[g]) < 0.04 for g in target), (sampled, target)
+    assert group_weights(GROUPS, cap=100.0) == pytest.approx(group_weights(GROUPS))  # loose cap: no effect
+    assert expected_mix(GROUPS, group_weights(GROUPS, cap=1.0)) == pytest.approx(
+        {"lighter": 0.7, "brown": 0.25, "darker": 0.05}
+    )
+
+
+def test_any_hashable_groups_and_format():
+    groups = [("benign", 0), ("benign", 0), ("malignant", 2)]
+    mix = expected_mix(groups, group_weights(groups))
+    assert mix == pytest.approx({("benign", 0): 0.5, ("malignant", 2): 0.5})
+    line = format_mix(expected_mix(GROUPS, group_weights(GROUPS)))
+    assert line == "expected group mix per epoch: brown 33.3% · darker 33.3% · lighter 33.3%"
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="cap=0.5 must be >= 1"):
+        group_weights(GROUPS, cap=0.5)
+    with pytest.raises(DataError, match="empty"):
+        group_weights([])
+    with pytest.raises(DataError, match="one per sample"):
+        expected_mix(GROUPS, [1.0])
