@@ -11,15 +11,18 @@ from .layers import Adapter, module_kind
 def inspect_adapter(path: str | os.PathLike, *, allow_pickle: bool = False) -> dict:
     """A JSON-able description of an adapter file or folder (diffusers or kohya keys)."""
     file = io.weights_file(path, allow_pickle)
-    adapter = io.load(file, allow_pickle=allow_pickle)
+    adapter = io.load(file, allow_pickle=allow_pickle, allow_non_finite=True)
     meta = adapter.meta
+    bad = io.non_finite({f"{n}.{part}": t for n, layer in adapter.layers.items()
+                         for part, t in (("down", layer.down), ("up", layer.up))})
     info = {"file": str(file), "format": adapter.fmt, "size_bytes": file.stat().st_size,
             "dtype": ",".join(adapter.dtypes()), "parameters": adapter.parameters(),
             "layers": len(adapter.layers), "components": {c: _component(adapter, c) for c in adapter.components()},
             "base_model": meta.get("base_model"), "base_revision": meta.get("base_revision"),
             "fingerprint": adapter.fingerprint(), "fingerprint_recorded": meta.get("fingerprint"),
             "prompt_template": meta.get("prompt_template"), "value_maps": meta.get("value_maps"),
-            "package_version": meta.get("package_version"), "training": _training(file, meta)}
+            "package_version": meta.get("package_version"), "training": _training(file, meta),
+            "non_finite_tensors": bad}
     for key in ("combined_from", "resized_from", "extracted_from"):
         if key in meta:
             info[key] = meta[key]
@@ -69,5 +72,8 @@ def format_table(info: dict) -> str:
     for key in ("combined_from", "resized_from", "extracted_from"):
         if key in info:
             rows.append((key, info[key]))
+    if info.get("non_finite_tensors"):
+        bad = info["non_finite_tensors"]
+        rows.append(("NaN/inf", f"{len(bad)} tensor(s), e.g. {bad[0]}: BROKEN, refused by merge/generate/combine"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {'-' if v is None else v}" for k, v in rows)

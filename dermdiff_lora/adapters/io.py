@@ -68,13 +68,30 @@ def read_file(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         with safe_open(str(file), "pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt or truncated files
-        raise AdapterError(f"{file} is not a readable safetensors file (truncated or corrupt: {exc})") from None
+        raise AdapterError(f"{file} is not a readable safetensors file (truncated or corrupt: {exc}); download "
+                           "or export it again") from None
 
 
-def load(path: str | os.PathLike, *, allow_pickle: bool = False) -> Adapter:
-    """An adapter from a diffusers/peft-style or kohya file (or the folder holding it)."""
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding NaN or inf values, in key order."""
+    return [k for k in sorted(tensors) if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all()]
+
+
+def refuse_non_finite(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """AdapterError naming the first tensor with NaN/inf values (a diverged run's adapter is never used)."""
+    if bad := non_finite(tensors):
+        raise AdapterError(f"{file}: tensor {bad[0]} holds NaN or inf values ({len(bad)} such tensor(s)); the "
+                           "adapter is broken (a diverged training run?): retrain it or use an earlier checkpoint")
+
+
+def load(path: str | os.PathLike, *, allow_pickle: bool = False, allow_non_finite: bool = False) -> Adapter:
+    """An adapter from a diffusers/peft-style or kohya file (or the folder holding it).
+
+    An adapter with NaN/inf weights is refused unless ``allow_non_finite`` (``inspect`` reports them)."""
     file = weights_file(path, allow_pickle)
     tensors, header = read_file(file)
+    if not allow_non_finite:
+        refuse_non_finite(tensors, file)
     try:
         meta = json.loads(header.get(META_KEY) or "{}")
     except json.JSONDecodeError:

@@ -121,12 +121,14 @@ def lora_settings(path: str | os.PathLike, component: str = "unet") -> dict:
 def load_into(model, path: str | os.PathLike, component: str = "unet") -> None:
     """Attach an existing adapter (as trainable 'default') to a model, to continue training it."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+
+    from .io import read_file, refuse_non_finite
 
     file = adapter_file(path)
     settings = lora_settings(file, component)
-    state = {k[len(component) + 1:]: v for k, v in load_file(str(file)).items()
-             if k.startswith(component + ".")}
+    tensors = read_file(file)[0]
+    refuse_non_finite(tensors, file)
+    state = {k[len(component) + 1:]: v for k, v in tensors.items() if k.startswith(component + ".")}
     if not state:
         if component == "unet":
             raise AdapterError(f"{file} has no 'unet.' LoRA keys (convert kohya files first)")

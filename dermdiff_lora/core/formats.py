@@ -35,7 +35,8 @@ def read_header(file: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(file), "np") as f:  # numpy: reading a header needs no torch
             return dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise AdapterError(f"{file} is not a readable safetensors file ({exc})") from None
+        raise AdapterError(f"{file} is not a readable safetensors file ({exc}); download or export it "
+                           "again") from None
 
 
 def own_metadata(header: dict[str, str]) -> dict[str, Any]:
