@@ -35,7 +35,7 @@ INCEPTION_SIZE = 299
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TINY_NAME = "tiny-dinov2-random-weights"
+TINY_NAME = "tiny-dinov2 (random weights; not comparable to FD_DINOv2)"
 TINY_MODEL_ID = "random-init:tiny-dinov2-seed0"
 TINY_SEED = 0
 TINY_SIZE = 32

@@ -157,6 +157,7 @@ def add_ssim(matches: Sequence[Match], queries: Sequence[Image.Image], train: Se
 
 
 def _summary(matches: Sequence[Match], threshold: float | None, top_k: int) -> dict:
+    """Threshold, count and share above it, highest cosine and the ``top_k`` closest pairs of ``matches``."""
     cosines = np.array([m.cosine for m in matches], dtype=np.float64)
     above = int(np.sum(cosines > threshold)) if threshold is not None else None
     ranked = sorted((m for m in matches if not np.isnan(m.cosine)), key=lambda m: -m.cosine)

@@ -64,6 +64,7 @@ def load_images(items: Sequence[EvalItem]) -> list[Image.Image]:
 
 def _check_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
                 train: Sequence[EvalItem] | None) -> None:
+    """ConfigError for non-EvalItem entries, fewer than 2 real or generated images, or an empty train."""
     for name, items in (("real", real), ("generated", generated), ("train", train or [])):
         for i, item in enumerate(items):
             if not isinstance(item, EvalItem):
@@ -111,6 +112,7 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
 
 def _header(info: ExtractorInfo, real: Sequence[EvalItem], generated: Sequence[EvalItem],
             train: Sequence[EvalItem] | None, seed: int) -> dict:
+    """Extractor info, image size, seeds and counts: what every result states up front."""
     seeds = {"kid_subsets": seed, "ms_ssim_pairs": seed}
     if info.random_weights:
         seeds["extractor_weights"] = TINY_SEED
@@ -140,6 +142,7 @@ def _add_diversity(result: dict, real: tuple, generated: tuple, *, size: int | N
 
 
 def _ita(item: EvalItem, image: Image.Image, estimate: Callable | None) -> float | None:
+    """The item's ITA, else ``estimate(image)`` (a float, None, or an object with ``.ita``), else None."""
     if item.ita is not None or estimate is None:
         return item.ita
     value = estimate(image)

@@ -17,7 +17,7 @@ COMPARE_COLUMNS = (("cell", 24), ("FID {a}", 11), ("FID {b}", 11), ("FID b-a", 1
 def describe(result: dict) -> str:
     """One line: extractor (and whether its weights are random), image size, counts, seeds."""
     ex, counts = result["extractor"], result["counts"]
-    weights = ", RANDOM WEIGHTS: not comparable to FD_DINOv2" if ex.get("random_weights") else ""
+    weights = ", RANDOM WEIGHTS" if ex.get("random_weights") else ""
     train = f" / train {counts['train']}" if counts.get("train") is not None else ""
     seeds = ", ".join(f"{k}={v}" for k, v in result["seeds"].items())
     return (f"extractor {ex['name']} ({ex['model_id']}{weights}), {result['image_size']} px | "
@@ -25,14 +25,17 @@ def describe(result: dict) -> str:
 
 
 def _num(value: float | None, fmt: str, scale: float = 1.0) -> str:
+    """``value * scale`` formatted, or "n/a" for None."""
     return "n/a" if value is None else format(value * scale, fmt)
 
 
 def _line(cells: list[str], widths: list[int]) -> str:
+    """First cell left-aligned, the others right-aligned, each in its width."""
     return cells[0].ljust(widths[0]) + "".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
 
 
 def _row(name: str, fig: dict) -> list[str]:
+    """The table cells of one figures dict (``*`` after an unstable FID)."""
     fid = _num(fig.get("fid"), ".2f") + ("*" if fig.get("fid_unstable") and fig.get("fid") is not None else "")
     kid = "n/a" if fig.get("kid_mean") is None else f"{fig['kid_mean'] * 1e3:.2f}±{fig['kid_std'] * 1e3:.2f}"
     memo = fig.get("memorisation")
@@ -78,6 +81,7 @@ def check_comparable(a: dict, b: dict, force: bool = False) -> None:
 
 
 def _setup(result: dict) -> tuple:
+    """What must match for two results to be comparable: extractor name, model id, image size."""
     ex = result["extractor"]
     return ex["name"], ex["model_id"], result["image_size"]
 

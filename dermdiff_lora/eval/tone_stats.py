@@ -18,11 +18,13 @@ from .fid import cell_name
 
 
 def _measured(itas: Sequence[float | None]) -> np.ndarray:
+    """The ITA values that are not None or NaN."""
     values = np.array([np.nan if v is None else float(v) for v in itas], dtype=np.float64)
     return values[~np.isnan(values)]
 
 
 def _side(itas: Sequence[float | None], prompted: str | None, categorize: Callable[[float], str] | None) -> dict:
+    """n, undetermined, mean/std ITA and (with ``categorize``) the in-group share of one side of a cell."""
     values = _measured(itas)
     out = {"n": len(itas), "undetermined": len(itas) - len(values),
            "mean_ita": float(values.mean()) if len(values) else None,

@@ -24,7 +24,8 @@ def tiny():
 def test_tiny_extractor_says_it_has_random_weights(tiny):
     module, info = tiny
     assert module.info is info and module.num_features == info.dim == 32
-    assert "random" in info.name and "random" in info.model_id
+    assert "random weights" in info.name and "not comparable to FD_DINOv2" in info.name
+    assert "random" in info.model_id
     assert info.random_weights is True and info.as_dict()["random_weights"] is True
     assert info.image_size == 32
 

@@ -65,7 +65,7 @@ def test_result_is_strict_json_with_every_figure_per_cell(result):
 
 def test_every_output_of_the_tiny_extractor_says_random_weights(result):
     assert "random" in result["extractor"]["name"] and result["extractor"]["random_weights"] is True
-    assert all("random" in fig["extractor"] for fig in [*result["cells"].values(), result["overall"]])
+    assert all("random weights" in fig["extractor"] for fig in [*result["cells"].values(), result["overall"]])
     assert "RANDOM WEIGHTS" in format_table(result).splitlines()[0]
 
 
