@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .features import prepare
 
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

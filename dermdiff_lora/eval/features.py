@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..core.errors import ConfigError, ModelError
 
 EXTRACTORS = ("dinov2", "tiny-dinov2", "inception")
 DEFAULT_DINOV2 = "facebook/dinov2-base"

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from ..errors import ConfigError
-from .atomic import atomic_save
+from ..core.errors import ConfigError
+from ..core.fsutil import atomic_save
 from .features import FeatureExtractor, extract
 from .fid import cell_name
 

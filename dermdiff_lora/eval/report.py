@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .diversity import MAX_PAIRS, common_size, mean_ms_ssim, ms_ssim_scales
 from .features import TINY_SEED, ExtractorInfo, FeatureExtractor, extract, load_extractor
 from .fid import KID_SUBSETS, cell_figures, cell_name

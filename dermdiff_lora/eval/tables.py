@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError
-from .atomic import atomic_save
+from ..core.errors import ConfigError
+from ..core.fsutil import atomic_save
 from .fid import FID_MIN_IMAGES
 
 COLUMNS = (("cell", 24), ("n real", 7), ("n gen", 7), ("FID", 11), ("KID x1e3", 16),

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .fid import cell_name
 
 
