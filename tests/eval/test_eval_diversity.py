@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dermdiff_lora.core.errors import ConfigError
 from eval_synth import lesion_set
 
+from dermdiff_lora.core.errors import ConfigError
 from dermdiff_lora.eval.diversity import (
     MS_SSIM_BETAS,
     mean_ms_ssim,

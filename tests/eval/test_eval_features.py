@@ -8,10 +8,10 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from dermdiff_lora.core.errors import ConfigError, ModelError
 from eval_synth import lesion_set
 from PIL import Image
 
+from dermdiff_lora.core.errors import ConfigError, ModelError
 from dermdiff_lora.eval import features
 from dermdiff_lora.eval.features import Dinov2Features, ExtractorInfo, extract, load_extractor, prepare
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from dermdiff_lora.core.errors import ConfigError
 from eval_synth import lesion_set, noise_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from dermdiff_lora.core.errors import ConfigError
 from dermdiff_lora.eval.features import ExtractorInfo, extract, load_extractor, prepare
 from dermdiff_lora.eval.fid import (
     FID_MIN_IMAGES,

@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 import pytest
-from dermdiff_lora.core.errors import ConfigError
 from eval_synth import lesion_set, noise_set
 from PIL import Image, ImageOps
 
+from dermdiff_lora.core.errors import ConfigError
 from dermdiff_lora.eval.features import load_extractor
 from dermdiff_lora.eval.memorization import (
     Match,

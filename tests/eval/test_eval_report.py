@@ -7,10 +7,10 @@ import json
 import os
 
 import pytest
-from dermdiff_lora.core.errors import ConfigError, DataError
 from eval_synth import lesion_set, noise_set
 from PIL import Image, ImageOps
 
+from dermdiff_lora.core.errors import ConfigError, DataError
 from dermdiff_lora.eval.memorization import save_pairs_png
 from dermdiff_lora.eval.report import (
     EvalItem,

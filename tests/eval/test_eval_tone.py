@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dermdiff_lora.core.errors import ConfigError
 
+from dermdiff_lora.core.errors import ConfigError
 from dermdiff_lora.eval.tone_stats import tone_stats
 
 
