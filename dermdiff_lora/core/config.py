@@ -253,6 +253,13 @@ def load_saved(folder: str | os.PathLike) -> Config | None:
     return from_dict(yaml.safe_load(path.read_text()) or {})
 
 
+def with_overrides(cfg: Config | None, overrides: list[str]) -> Config:
+    """``cfg`` (a saved config, or the defaults for None) with ``key=value`` overrides, validated again."""
+    data = cfg.to_dict() if cfg is not None else {}
+    _deep_merge(data, parse_overrides(overrides))
+    return from_dict(data)
+
+
 def _deep_merge(base: dict, extra: dict) -> None:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

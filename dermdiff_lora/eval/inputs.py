@@ -1,0 +1,82 @@
+"""The image sets ``evaluate`` compares, read the way training reads them.
+
+Real and training images come from a dataset as the config indexes it (``data.dataset.index_dataset``:
+presets, tone columns and value maps included); generated images from a ``generate`` folder
+(``generate.json``), a ``rebalance`` folder (its ``synthetic`` rows), or rendered from an adapter. Each
+image's cell is the tuple of its prompt words for the template's columns, e.g. ("malignant", "darker").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ..core.errors import DataError
+from ..core.prompts import PromptBuilder
+from ..data.dataset import index_dataset
+from .report import EvalItem
+
+GROUP_COLUMNS = ("patient_id", "lesion_id")  # who an image belongs to (memorisation excludes them)
+TRUE_WORDS = {"1", "true", "yes", "y", "t"}
+
+
+def is_synthetic(row: dict) -> bool:
+    """True for rows a ``rebalance`` (or any tool writing a ``synthetic`` column) marked as generated."""
+    return str(row.get("synthetic", "")).strip().lower() in TRUE_WORDS
+
+
+def dataset_items(data_cfg, builder: PromptBuilder, columns: list[str], *, synthetic: bool = False,
+                  group_columns: tuple[str, ...] = GROUP_COLUMNS) -> list[EvalItem]:
+    """One item per usable image of the dataset: real rows only, or (``synthetic``) generated rows only."""
+    index = index_dataset(data_cfg, builder)
+    items = []
+    for record in index.records:
+        if is_synthetic(record.row) != synthetic:
+            continue
+        group = next((str(record.row[c]) for c in group_columns if record.row.get(c) not in (None, "")), None)
+        cell = tuple(builder.word(c, record.row[c]) for c in columns)
+        items.append(EvalItem(record.path, cell, group=group, image_id=str(record.path.resolve())))
+    return items
+
+
+def generated_items(folder: str | os.PathLike, data_cfg, builder: PromptBuilder,
+                    columns: list[str]) -> list[EvalItem]:
+    """The images of a ``generate`` output folder, or the synthetic rows of a ``rebalance`` output folder."""
+    folder = Path(folder)
+    settings = folder / "generate.json"
+    if settings.is_file():
+        try:
+            records = json.loads(settings.read_text())["images"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{settings} is not a generate record ({exc}); run `dermdiff-lora generate` "
+                            "again") from None
+        missing = sorted({c for r in records for c in columns if c not in r.get("words", {})})
+        if missing:
+            raise DataError(f"{settings}: images were not drawn from the template grid (no words for "
+                            f"{', '.join(missing)}); generate with the adapter's template (no --prompt)")
+        return [EvalItem(folder / r["file"], tuple(r["words"][c] for c in columns), image_id=r["file"])
+                for r in records]
+    if (folder / "metadata.csv").is_file() or (folder / "metadata.jsonl").is_file():
+        items = dataset_items(replace(data_cfg, dir=str(folder)), builder, columns, synthetic=True)
+        if items:
+            return items
+        raise DataError(f"{folder}: no rows marked synthetic (a rebalance output has a synthetic column)")
+    raise DataError(f"{folder} is neither a `generate` output (generate.json) nor a `rebalance` output "
+                    "(metadata with a synthetic column)")
+
+
+def held_out(real: list[EvalItem], train: list[EvalItem]) -> list[EvalItem]:
+    """The real items that are not training images (the same file), for an honest memorisation threshold."""
+    seen = {it.image_id for it in train}
+    return [it for it in real if it.image_id not in seen]
+
+
+def tone_column(builder: PromptBuilder, wanted: str | None = None) -> str | None:
+    """The template column that holds the skin tone: ``wanted``, else one named like ``*tone*``."""
+    if wanted:
+        if wanted not in builder.columns:
+            raise DataError(f"tone column {wanted!r} is not in the prompt template {builder.template!r}")
+        return wanted
+    return next((c for c in builder.columns if "tone" in c.lower()), None)

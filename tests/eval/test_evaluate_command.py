@@ -1,0 +1,105 @@
+"""``evaluate`` end to end on the tiny-random base: inputs read from the adapter's saved config, outputs
+beside the run, planted training copies flagged, two runs compared."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from dermdiff_lora.cli import app
+from dermdiff_lora.core.errors import ConfigError, DataError
+from dermdiff_lora.eval.command import EvaluateOptions, evaluate
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """Real images the adapter never saw (another seed of the synthetic generator)."""
+    from dermdiff_lora.tone.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("heldout") / "ds", n=18, size=32, seed=7)
+
+
+@pytest.fixture(scope="module")
+def rendered(trained_lora, held_out, tmp_path_factory):
+    """evaluate --adapter: 2 images per cell rendered from the adapter, compared with the held-out set."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    opts = EvaluateOptions(real=str(held_out), adapter=str(trained_lora), out=str(out), extractor="tiny-dinov2",
+                           per_cell=2, steps=2)
+    return evaluate(opts), out
+
+
+def test_evaluate_renders_per_cell_and_writes_every_output(rendered, trained_lora):
+    result, out = rendered
+    for name in ("eval.json", "eval.txt", "eval_fid.png", "eval_closest_pairs.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["inputs"]["adapter"] == str(trained_lora)
+    assert saved["inputs"]["train"]  # the training data came from the adapter's saved config
+    assert "random weights" in saved["extractor"]["name"]
+    assert set(saved["cells"]) == {f"{d}|{t}" for d in ("benign", "malignant") for t in ("lighter", "brown", "darker")}
+    assert all(c["n_generated"] == 2 for c in saved["cells"].values())
+    assert "random weights" in (out / "eval.txt").read_text().splitlines()[0]
+    assert "memorisation" in saved["overall"] and "tone" in next(iter(saved["cells"].values()))
+
+
+def test_planted_training_copies_are_flagged_from_a_rebalance_folder(trained_lora, held_out, tmp_path):
+    """A rebalance-style folder whose synthetic rows are exact copies of training images: every one flagged."""
+    from dermdiff_lora.core.config import load_saved
+
+    train_dir = load_saved(trained_lora).data.dir
+    rows = list(csv.DictReader(open(f"{train_dir}/metadata.csv")))[:4]
+    fake = tmp_path / "rebalanced"
+    fake.mkdir()
+    for row in rows:
+        shutil.copy(f"{train_dir}/{row['image_name']}.png", fake / f"{row['image_name']}.png")
+        row["synthetic"] = "true"
+    with open(fake / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    opts = EvaluateOptions(real=str(held_out), generated=str(fake), adapter=str(trained_lora),
+                           out=str(tmp_path / "ev"), extractor="tiny-dinov2")
+    memo = evaluate(opts)["overall"]["memorisation"]
+    assert memo["share_above_threshold"] == 1.0 and memo["n_generated"] == 4
+
+
+def test_generate_folder_is_read_with_its_words(trained_lora, held_out, tmp_path):
+    from dermdiff_lora.generation.generate import GenerateSettings, generate
+
+    generate(GenerateSettings(base="tiny-random", adapters=[(str(trained_lora), 1.0)], steps=2, height=32,
+                              width=32), tmp_path / "gen", progress=False)
+    opts = EvaluateOptions(real=str(held_out), generated=str(tmp_path / "gen"), out=str(tmp_path / "ev"),
+                           extractor="tiny-dinov2", memorisation=False)
+    result = evaluate(opts)
+    assert result["inputs"]["adapter"] == str(trained_lora)  # found through generate.json
+    assert sum(c["n_generated"] for c in result["cells"].values()) == 6
+
+
+def test_compare_prints_two_runs_and_refuses_other_extractors(rendered, tmp_path, capsys):
+    result, out = rendered
+    other = json.loads((out / "eval.json").read_text())
+    other["extractor"]["name"] = "dinov2"
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    assert app.main(["evaluate", "--compare", str(out), str(out / "eval.json")]) == 0
+    assert "benign|darker" in capsys.readouterr().out
+    assert app.main(["evaluate", "--compare", str(out), str(tmp_path / "b.json")]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_bad_inputs_are_one_clear_error(trained_lora, held_out, tmp_path):
+    with pytest.raises(DataError, match="neither a `generate` output"):
+        evaluate(EvaluateOptions(real=str(held_out), generated=str(tmp_path), adapter=str(trained_lora),
+                                 out=str(tmp_path / "o"), extractor="tiny-dinov2"))
+    with pytest.raises(ConfigError, match="prompt template"):
+        evaluate(EvaluateOptions(real=str(held_out), generated=str(tmp_path), out=str(tmp_path / "o"),
+                                 overrides=["prompts.template="]))
+    from dermdiff_lora.core.config import load_saved
+
+    with pytest.raises(DataError, match="every real image .* was a training image"):
+        evaluate(EvaluateOptions(real=load_saved(trained_lora).data.dir, adapter=str(trained_lora),
+                                 out=str(tmp_path / "o2"), extractor="tiny-dinov2", per_cell=1, steps=1))
+    assert Image  # PIL imported for fixtures' images
