@@ -88,12 +88,12 @@ def _binary_arrays(labels: Sequence[Any], scores: Sequence[Any]) -> tuple[np.nda
         raise DataError("no samples: labels and scores are empty")
     bad = np.flatnonzero(~np.isin(y, [0, 1]))
     if bad.size:
-        raise DataError(f"sample {bad[0]} has label {y[bad[0]]!r}; labels must be 0 (benign) or "
+        raise DataError(f"sample {bad[0]} has label {y.tolist()[bad[0]]!r}; labels must be 0 (benign) or "
                         "1 (malignant)")
     bad = np.flatnonzero(~((s >= 0) & (s <= 1)))
     if bad.size:
-        raise DataError(f"sample {bad[0]} has score {s[bad[0]]!r}; scores must be probabilities of malignant "
-                        "in [0, 1] (apply a sigmoid to logits first)")
+        raise DataError(f"sample {bad[0]} has score {float(s[bad[0]])!r}; scores must be probabilities of "
+                        "malignant in [0, 1] (apply a sigmoid to logits first)")
     return y.astype(int), s
 
 
@@ -102,8 +102,8 @@ def choose_threshold(labels: Sequence[Any], scores: Sequence[Any],
     """Pick the decision threshold, on the validation split: Youden's J or a fixed value.
 
     ``"youden"`` takes argmax of tpr - fpr over ``roc_curve``'s finite thresholds (the highest threshold
-    on ties). Returns ``{"method": "youden", "value", "youden_j", "n", "n_positive"}`` or
-    ``{"method": "fixed", "value"}``.
+    on ties, values within 1e-12 counting as tied). Returns ``{"method": "youden", "value", "youden_j",
+    "n", "n_positive"}`` or ``{"method": "fixed", "value"}``.
     """
     if not isinstance(method, str):
         value = float(method)
@@ -120,7 +120,7 @@ def choose_threshold(labels: Sequence[Any], scores: Sequence[Any],
     fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
     finite = np.isfinite(thresholds)
     j = np.where(finite, tpr - fpr, -np.inf)
-    best = int(np.argmax(j))
+    best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])  # ties (up to rounding): highest threshold
     return {"method": "youden", "value": float(thresholds[best]), "youden_j": float(j[best]),
             "n": int(y.size), "n_positive": int(y.sum())}
 

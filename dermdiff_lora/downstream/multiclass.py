@@ -46,8 +46,8 @@ def _score_matrix(scores: Any, n: int, k: int) -> np.ndarray:
     bad = np.argwhere(~((s >= 0) & (s <= 1)))
     if bad.size:
         i, j = bad[0]
-        raise DataError(f"sample {i}, class column {j} has score {s[i, j]!r}; scores must be probabilities "
-                        "in [0, 1] (apply a softmax to logits first)")
+        raise DataError(f"sample {i}, class column {j} has score {float(s[i, j])!r}; scores must be "
+                        "probabilities in [0, 1] (apply a softmax to logits first)")
     return s
 
 
