@@ -25,7 +25,7 @@ from fairlearn.metrics import (
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..errors import ConfigError, DataError
-from .bootstrap import bootstrap_replicates, percentile_interval, resampled_auc
+from .bootstrap import Statistic, bootstrap_replicates, percentile_interval, resampled_auc
 
 SCHEMA = "dermdiff-lora/fairness-report/v1"
 BINARY_METRICS = ("auc", "balanced_accuracy", "sensitivity", "specificity")
@@ -139,7 +139,7 @@ def _threshold_block(threshold: float | Mapping[str, Any]) -> dict[str, Any]:
     return choose_threshold([], [], threshold)
 
 
-def _replicate_rates(y: np.ndarray, s: np.ndarray, pred: np.ndarray):
+def _replicate_rates(y: np.ndarray, s: np.ndarray, pred: np.ndarray) -> Statistic:
     """A bootstrap statistic giving every rate of one group per resample (NaN where undefined)."""
     def statistic(idx: np.ndarray) -> dict[str, np.ndarray]:
         yy, pp = y[idx].astype(bool), pred[idx]
@@ -190,7 +190,8 @@ def _spread(stack: np.ndarray | None) -> np.ndarray | None:
     return None if stack is None else stack.max(axis=0) - stack.min(axis=0)
 
 
-def _gaps(y, pred, g, per_group, reps, order, level) -> dict[str, Any]:
+def _gaps(y: np.ndarray, pred: np.ndarray, g: np.ndarray, per_group: dict[str, Any],
+          reps: dict[str, dict[str, np.ndarray]], order: list[str], level: float) -> dict[str, Any]:
     """Fairness gaps across groups; the label-dependent ones use only groups with both classes."""
     both = [k for k in order if per_group[k]["n_positive"] and per_group[k]["n_negative"]]
     few = f"needs two groups with both classes; {len(both)} have them"

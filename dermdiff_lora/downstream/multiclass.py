@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from ..errors import DataError
-from .bootstrap import bootstrap_replicates, resampled_auc
+from .bootstrap import Statistic, bootstrap_replicates, resampled_auc
 from .fairness import OVERALL_KEY, as_groups, check_bootstrap, group_rng, metric_entry, stack_replicates
 
 SCHEMA = "dermdiff-lora/fairness-report-multiclass/v1"
@@ -51,7 +51,7 @@ def _score_matrix(scores: Any, n: int, k: int) -> np.ndarray:
     return s
 
 
-def _statistic(y: np.ndarray, s: np.ndarray, k: int):
+def _statistic(y: np.ndarray, s: np.ndarray, k: int) -> Statistic:
     """A bootstrap statistic: balanced accuracy and each class's one-vs-rest AUC per resample."""
     correct = s.argmax(axis=1) == y
 

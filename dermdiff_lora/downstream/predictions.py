@@ -29,7 +29,8 @@ def read_table(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"predictions file {path} does not exist")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                         encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark is not a column name
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty; expected a header ({', '.join(columns)}) and one row per "
                         "test image") from None

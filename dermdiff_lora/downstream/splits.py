@@ -50,6 +50,7 @@ class Splits:
 
 
 def _is_missing(value: Any) -> bool:
+    """None, NaN, or an empty/blank string."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 

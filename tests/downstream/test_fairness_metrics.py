@@ -18,10 +18,10 @@ from dermdiff_lora.errors import ConfigError, DataError
 GROUPS = {
     "A": ([1, 1, 1, 0, 0, 0, 0], [0.9, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4]),  # tp 2 fn 1 fp 1 tn 3
     "B": ([1, 1, 0, 0, 0], [0.8, 0.45, 0.55, 0.3, 0.2]),              # tp 1 fn 1 fp 1 tn 2
-    "C": ([1, 0, 0, 1], [0.51, 0.49, 0.95, 0.05]),                     # tp 1 fn 1 fp 1 tn 1
+    "C": ([1, 0, 0, 1, 1], [0.51, 0.49, 0.95, 0.05, 0.5]),             # tp 2 fn 1 fp 1 tn 1 (0.5 counts)
 }
-COUNTS = {"A": (2, 1, 1, 3), "B": (1, 1, 1, 2), "C": (1, 1, 1, 1)}  # (tp, fn, fp, tn)
-AUC = {"A": 9 / 12, "B": 5 / 6, "C": 1 / 4}  # pairs (malignant > benign) counted by hand
+COUNTS = {"A": (2, 1, 1, 3), "B": (1, 1, 1, 2), "C": (2, 1, 1, 1)}  # (tp, fn, fp, tn)
+AUC = {"A": 9 / 12, "B": 5 / 6, "C": 2 / 6}  # pairs (malignant > benign) counted by hand
 
 
 def _data():
@@ -52,7 +52,7 @@ def test_per_group_metrics_equal_hand_counts_and_sklearn(report):
         assert report["per_group"][g]["n"] == tp + fn + fp + tn
         assert report["per_group"][g]["n_positive"] == tp + fn
     overall = report["overall"]["metrics"]
-    assert overall["sensitivity"]["value"] == pytest.approx(4 / 7)
+    assert overall["sensitivity"]["value"] == pytest.approx(5 / 8)
     assert overall["specificity"]["value"] == pytest.approx(6 / 9)
 
 
@@ -65,9 +65,9 @@ def test_fairlearn_gaps_equal_max_minus_min_of_hand_rates(report):
     assert gaps["equal_opportunity_difference"]["value"] == pytest.approx(spread(tpr))
     assert gaps["equalized_odds_difference"]["value"] == pytest.approx(max(spread(tpr), spread(fpr)))
     assert gaps["demographic_parity_difference"]["value"] == pytest.approx(spread(sel))
-    assert gaps["worst_group_auc"]["value"] == pytest.approx(1 / 4)
+    assert gaps["worst_group_auc"]["value"] == pytest.approx(1 / 3)
     assert gaps["worst_group_auc"]["group"] == "C"
-    assert gaps["auc_gap"]["value"] == pytest.approx(5 / 6 - 1 / 4)
+    assert gaps["auc_gap"]["value"] == pytest.approx(5 / 6 - 1 / 3)
 
 
 def test_report_is_plain_json_and_records_settings(report):
@@ -88,6 +88,7 @@ def test_one_class_group_gives_none_with_reason_and_is_left_out_of_gaps():
     assert d["specificity"]["value"] == pytest.approx(2 / 3)
     assert rep["gaps"]["groups_used"] == ["A", "B", "C"] and "D" in rep["gaps"]["excluded"]
     assert rep["gaps"]["equal_opportunity_difference"]["value"] == pytest.approx(2 / 3 - 1 / 2)
+    assert rep["gaps"]["demographic_parity_difference"]["value"] == pytest.approx(3 / 5 - 1 / 3)  # C 3/5, D 1/3
 
 
 def _brute_force_youden(y, s):

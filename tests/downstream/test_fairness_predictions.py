@@ -88,3 +88,9 @@ def test_multiclass_csv(tmp_path):
         multiclass_from_csv(bad)
     with pytest.raises(DataError, match="found 0 score column"):
         multiclass_from_csv(_csv(tmp_path, "label,group,p\nmel,a,0.5\n", "none.csv"))
+
+
+def test_spreadsheet_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert fairness_from_csv(path, n_boot=0)["overall"]["n"] == 6
