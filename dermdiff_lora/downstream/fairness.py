@@ -7,6 +7,19 @@ interval does not change when other groups are added and two runs on the same te
 resamples. Gap intervals combine the b-th resample of every group. A max - min gap is biased upward under
 resampling (and a worst-group value downward), so when the true gap is near zero its percentile interval
 can lie above the point estimate: read such an interval as "no gap distinguishable from noise".
+
+Report (plain JSON; every metric ENTRY is {"value": float|None, "low": float|None, "high": float|None,
+"n_valid": resamples that defined it, "reason": why value is None, else None})::
+
+    {"schema": "dermdiff-lora/fairness-report/v1", "task": "binary", "positive_class": "malignant",
+     "threshold": {"method": "fixed"|"youden", "value", "rule", ["youden_j", "n", "n_positive", "chosen_on"]},
+     "bootstrap": {"n_boot", "seed", "level", "method"}, "groups": [names, in report order],
+     "overall" and "per_group": {name: {"n", "n_positive", "n_negative", "n_predicted_positive",
+         "metrics": {"auc", "balanced_accuracy", "sensitivity", "specificity": ENTRY}}},
+     "gaps": {"groups_used": [...], "excluded": {name: reason}, "demographic_parity_difference",
+              "equalized_odds_difference", "equal_opportunity_difference", "auc_gap": ENTRY,
+              "worst_group_auc": ENTRY + {"group"}},
+     ["source": {"path", "label_col", "score_col", "group_col"}  (fairness_from_csv)]}
 """
 
 from __future__ import annotations
@@ -227,7 +240,7 @@ def _gaps(y: np.ndarray, pred: np.ndarray, g: np.ndarray, per_group: dict[str, A
 def fairness_report(labels: Sequence[Any], scores: Sequence[Any], groups: Sequence[Any], *,
                     threshold: float | Mapping[str, Any] = 0.5, n_boot: int = 1000, seed: int = 0,
                     level: float = 0.95, expected_groups: Sequence[str] | None = None) -> dict[str, Any]:
-    """The JSON-serialisable per-group report of a binary classifier (schema in the package docs).
+    """The JSON-serialisable per-group report of a binary classifier (schema in the module docstring).
 
     ``threshold`` is a probability or a ``choose_threshold`` result (chosen on the validation split).
     ``expected_groups`` fixes the group order and makes a group without samples an error.

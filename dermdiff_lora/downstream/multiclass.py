@@ -3,7 +3,13 @@
 Per group: one-vs-rest ROC AUC of every class, and balanced accuracy of the argmax prediction (the mean
 recall over the classes present in that group, as ``sklearn.metrics.balanced_accuracy_score``). Intervals
 use the same within-group percentile bootstrap and per-group seeding as the binary report (see the
-``fairness`` module for the caveat on gap intervals).
+``fairness`` module for the caveat on gap intervals and the metric ENTRY format).
+
+Report: {"schema": "dermdiff-lora/fairness-report-multiclass/v1", "task": "multiclass", "classes",
+"prediction", "bootstrap", "groups", "overall" and "per_group": {name: {"n", "class_counts": {class: n},
+"metrics": {"balanced_accuracy": ENTRY, "auc_ovr": {class: ENTRY}}}}, "gaps":
+{"worst_group_balanced_accuracy": ENTRY + {"group"}, "balanced_accuracy_gap": ENTRY,
+"auc_ovr": {class: {"worst_group": ENTRY + {"group"}, "gap": ENTRY}}}}.
 """
 
 from __future__ import annotations
