@@ -1,19 +1,52 @@
-"""Atomic writes: a file or a whole folder appears complete or not at all."""
+"""Atomic writes: a file or a whole folder appears complete or not at all.
+
+Every writer goes through ``atomic_path``: a temporary name in the target's folder (same file system, same
+suffix so format-sniffing writers work), renamed onto the target only when the write succeeded; on any
+error the temporary file is removed and an existing target is left as it was.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_save(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(temporary name)`` (e.g. ``image.save``, ``fig.savefig``), then move it onto ``path``."""
+    with atomic_path(path) as tmp:
+        write(str(tmp))
+    return Path(path)
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """``obj`` as indented JSON, atomically (NaN refused: reports hold None for undefined values)."""
+    return atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
@@ -23,23 +56,3 @@ def replace_dir(tmp: Path, out: Path) -> None:
         os.replace(out, old)
         shutil.rmtree(old)
     os.replace(tmp, out)
-
-
-def atomic_save(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_name)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    A reader never sees a half-written file; on any error the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

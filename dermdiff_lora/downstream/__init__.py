@@ -5,7 +5,7 @@ Import from the modules (nothing is imported here, so ``import dermdiff_lora`` s
 - ``fairness``: ``choose_threshold``, ``fairness_report`` (binary, malignant vs benign, fairlearn gaps)
 - ``multiclass``: ``multiclass_report`` (one-vs-rest AUC and balanced accuracy per group)
 - ``predictions``: ``fairness_from_csv``, ``multiclass_from_csv`` (any classifier's predictions CSV)
-- ``tables``: ``format_table``, ``compare_table``;  ``chart``: ``save_chart``;  ``atomic``: ``save_json``
+- ``tables``: ``format_table``, ``compare_table``;  ``chart``: ``save_chart``
 - ``splits``: ``make_splits``, ``write_split_file``, ``read_split_file``, ``check_no_leak``
 - ``bootstrap``: the seeded percentile bootstrap behind every interval
 """

@@ -11,8 +11,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..errors import ConfigError
-from .atomic import atomic_path
+from ..core.errors import ConfigError
+from ..core.fsutil import atomic_path
 
 _DEFAULT = {"binary": ("sensitivity", "specificity", "auc"), "multiclass": ("balanced_accuracy",)}
 _TITLES = {"sensitivity": "Sensitivity (malignant)", "specificity": "Specificity (benign)", "auc": "ROC AUC",

@@ -37,7 +37,7 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .bootstrap import Statistic, bootstrap_replicates, percentile_interval, resampled_auc
 
 SCHEMA = "dermdiff-lora/fairness-report/v1"

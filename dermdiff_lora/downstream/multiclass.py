@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .bootstrap import Statistic, bootstrap_replicates, resampled_auc
 from .fairness import OVERALL_KEY, as_groups, check_bootstrap, group_rng, metric_entry, stack_replicates
 

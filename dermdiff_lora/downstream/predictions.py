@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .fairness import choose_threshold, fairness_report
 from .multiclass import multiclass_report
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .atomic import atomic_write_text
+from ..core.errors import ConfigError, DataError
+from ..core.fsutil import atomic_write
 
 SPLITS = ("train", "val", "test")
 SCHEMA = "dermdiff-lora/splits/v1"
@@ -162,8 +162,8 @@ def write_split_file(path: str | os.PathLike, splits: Splits) -> Path:
         writer.writerow([file, splits.assignment[file], splits.group_ids[file]])
     text = buf.getvalue()
     meta = {**splits.meta, "csv": path.name, "csv_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-    atomic_write_text(path, text)
-    atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
+    atomic_write(path, text)
+    atomic_write(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
     return path
 
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from dermdiff_lora.core.errors import ConfigError, DataError
 from dermdiff_lora.downstream.bootstrap import bootstrap_replicates, percentile_interval, resampled_auc
 from dermdiff_lora.downstream.fairness import choose_threshold, fairness_report
-from dermdiff_lora.errors import ConfigError, DataError
 
 # Hand-written predictions; at threshold 0.5 (malignant if score >= 0.5) the confusion counts are:
 GROUPS = {

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from dermdiff_lora.core.errors import DataError
 from dermdiff_lora.downstream.multiclass import multiclass_report
-from dermdiff_lora.errors import DataError
 
 CLASSES = ["mel", "nv", "bcc"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dermdiff_lora.core.errors import ConfigError, DataError
 from dermdiff_lora.downstream.predictions import fairness_from_csv, multiclass_from_csv
-from dermdiff_lora.errors import ConfigError, DataError
 
 GOOD = """label,score,group
 1,0.9,light

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from dermdiff_lora.downstream.atomic import atomic_path, save_json
+from dermdiff_lora.core.errors import ConfigError
+from dermdiff_lora.core.fsutil import atomic_path, save_json
 from dermdiff_lora.downstream.chart import save_chart
 from dermdiff_lora.downstream.fairness import choose_threshold, fairness_report
 from dermdiff_lora.downstream.multiclass import multiclass_report
 from dermdiff_lora.downstream.tables import compare_table, format_table
-from dermdiff_lora.errors import ConfigError
 
 
 def _reports():

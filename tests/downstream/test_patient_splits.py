@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dermdiff_lora.core.errors import ConfigError, DataError
 from dermdiff_lora.downstream.splits import (
     SPLITS,
     check_no_leak,
@@ -17,7 +18,6 @@ from dermdiff_lora.downstream.splits import (
     sidecar_path,
     write_split_file,
 )
-from dermdiff_lora.errors import ConfigError, DataError
 
 
 def _rows(n_patients, seed, no_id_every=0):
