@@ -24,7 +24,7 @@ from ..training.checkpoint import SUMMARY_FILE
 
 AUDIT_FILE = "audit.json"
 AUDIT_SUMMARY = "tones_summary.json"  # written by the skin-tone audit next to <data>_audit/tones.csv
-EVAL_FILE = "eval_results.json"
+EVAL_FILES = ("eval.json", "eval_results.json")  # `evaluate` output first, then a hand-made results file
 PAPER = "[DermDiff](https://arxiv.org/abs/2503.17536)"
 SD1_IDS = {"compvis/stable-diffusion-v1-1", "compvis/stable-diffusion-v1-2", "compvis/stable-diffusion-v1-3",
            "compvis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
@@ -90,7 +90,8 @@ def read_facts(folder: str | os.PathLike, *, audit: str | os.PathLike | None = N
     maps = meta.get("value_maps") or (cfg.prompts.value_maps if cfg else {})
     builder = PromptBuilder(template, maps) if template else None
     audit = Path(audit) if audit else find_audit(folder, cfg)
-    evals = Path(eval_results) if eval_results else folder / EVAL_FILE
+    evals = Path(eval_results) if eval_results else next(
+        (folder / name for name in EVAL_FILES if (folder / name).is_file()), folder / EVAL_FILES[0])
     counts, source = tone_counts(cfg, builder, audit)
     grid = find_grid(folder)
     return Facts(kind=kind, base=meta.get("base_model") or (cfg.model.base if cfg else "") or "unknown",

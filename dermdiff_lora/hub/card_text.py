@@ -222,6 +222,12 @@ def _evaluation(f: Facts) -> str:
         return ("## Evaluation\n\nNo evaluation results were recorded with this adapter. Before using its images, "
                 "measure image quality per tone group and the effect on a downstream classifier's per-tone "
                 "sensitivity and specificity.")
+    if isinstance(f.evals, dict) and "cells" in f.evals and "extractor" in f.evals:
+        from ..eval.report import format_table
+
+        return ("## Evaluation\n\nGenerated vs held-out real images per diagnosis × tone cell "
+                "(`dermdiff-lora evaluate`; lower FID/KID = closer to real, lower MS-SSIM = more diverse):\n\n"
+                f"```\n{format_table(f.evals)}\n```")
     flat = _flatten(f.evals) if isinstance(f.evals, dict) else {"results": f.evals}
     rows = [[f"`{k}`", f"{v:.4g}" if isinstance(v, float) else v] for k, v in flat.items()]
     return "## Evaluation\n\n" + _table(["metric", "value"], rows)

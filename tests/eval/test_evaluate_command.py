@@ -103,3 +103,13 @@ def test_bad_inputs_are_one_clear_error(trained_lora, held_out, tmp_path):
         evaluate(EvaluateOptions(real=load_saved(trained_lora).data.dir, adapter=str(trained_lora),
                                  out=str(tmp_path / "o2"), extractor="tiny-dinov2", per_cell=1, steps=1))
     assert Image  # PIL imported for fixtures' images
+
+
+def test_card_shows_the_evaluation_table(rendered, trained_lora, tmp_path):
+    from dermdiff_lora.hub.card import build_card
+
+    result, out = rendered
+    shutil.copytree(trained_lora, tmp_path / "run")
+    shutil.copy(out / "eval.json", tmp_path / "run" / "eval.json")
+    card = build_card(tmp_path / "run")
+    assert "dermdiff-lora evaluate" in card and "random weights" in card and "malignant|darker" in card
