@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance-scale", type=float, default=4.0)
     p.add_argument("--tone-column", help="template column holding the tone (default: the one named *tone*)")
+    p.add_argument("--base-only", action="store_true",
+                   help="render from the adapter's base model without the adapter (the 'before' images)")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-image check")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two eval.json files side by side")
@@ -41,7 +43,7 @@ def cmd_evaluate(args) -> int:
     opts = EvaluateOptions(real=args.real, generated=args.generated, adapter=args.adapter, out=args.out,
                            extractor=args.extractor, model_id=args.model_id, per_cell=args.per_cell,
                            seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
-                           tone_column=args.tone_column, memorisation=not args.no_memorisation,
+                           tone_column=args.tone_column, base_only=args.base_only, memorisation=not args.no_memorisation,
                            overrides=args.overrides, overwrite=args.overwrite)
     result = evaluate(opts)
     print(format_table(result))

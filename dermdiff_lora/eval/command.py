@@ -41,6 +41,7 @@ class EvaluateOptions:
     steps: int = 20
     guidance_scale: float = 4.0
     tone_column: str | None = None
+    base_only: bool = False  # render from the adapter's base without the adapter ("before" images)
     memorisation: bool = True
     overrides: list[str] = field(default_factory=list)  # key=value on top of the saved config
     overwrite: bool = False
@@ -78,7 +79,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
     result = evaluate_sets(real, generated, train, extractor=opts.extractor, model_id=opts.model_id,
                            seed=opts.seed, **_tone_args(builder, opts.tone_column))
     result["inputs"] = {"real": str(opts.real), "generated": opts.generated or str(out / "generated"),
-                        "adapter": opts.adapter or source, "train": cfg.data.dir if train is not None else None,
+                        "adapter": opts.adapter or source, "base_only": opts.base_only, "train": cfg.data.dir if train is not None else None,
                         "columns": columns, "template": builder.template}
     _write_outputs(out, result, generated, train)
     return result
@@ -101,10 +102,12 @@ def _generated(opts: EvaluateOptions, cfg, builder: PromptBuilder, columns: list
         raise ConfigError("evaluate needs --generated FOLDER, or --adapter RUN to render images from")
     from ..generation.generate import GenerateSettings, generate
 
-    settings = GenerateSettings(base=cfg.model.base, revision=cfg.model.revision, adapters=[(opts.adapter, 1.0)],
+    adapters = [] if opts.base_only else [(opts.adapter, 1.0)]
+    settings = GenerateSettings(base=cfg.model.base, revision=cfg.model.revision, adapters=adapters,
                                 num_images=opts.per_cell, seed=opts.seed, steps=opts.steps,
                                 guidance_scale=opts.guidance_scale, height=cfg.data.resolution,
-                                width=cfg.data.resolution, grid=columns)
+                                width=cfg.data.resolution, grid=columns, template=builder.template,
+                                value_maps=builder.to_dict()["value_maps"])
     generate(settings, out / "generated", overwrite=opts.overwrite)
     return inputs.generated_items(out / "generated", cfg.data, builder, columns)
 

@@ -9,8 +9,9 @@ from ..core.fsutil import atomic_save
 from .fid import FID_MIN_IMAGES
 
 COLUMNS = (("cell", 24), ("n real", 7), ("n gen", 7), ("FID", 11), ("KID x1e3", 16),
-           ("MS-SSIM gen", 12), ("MS-SSIM real", 13), ("memorised", 10), ("in group", 9))
-COMPARE_COLUMNS = (("cell", 24), ("FID {a}", 11), ("FID {b}", 11), ("FID b-a", 10), ("KID x1e3 {a}", 13),
+           ("MS-SSIM gen", 12), ("MS-SSIM real", 13), ("memorised", 10), ("in group", 9),
+           ("ITA gen", 8), ("ITA W1", 7))
+COMPARE_COLUMNS = (("cell", 24), ("FID {a}", 11), ("FID {b}", 11), ("FID B-A", 10), ("KID x1e3 {a}", 13),
                    ("KID x1e3 {b}", 13), ("MS-SSIM {a}", 11), ("MS-SSIM {b}", 11))
 
 
@@ -41,10 +42,13 @@ def _row(name: str, fig: dict) -> list[str]:
     memo = fig.get("memorisation")
     memo_text = "" if memo is None else (
         "n/a" if memo["above_threshold"] is None else f"{memo['above_threshold']}/{memo['n_generated']}")
-    in_group = fig.get("tone", {}).get("generated", {}).get("in_group")
+    tone = fig.get("tone", {})
+    in_group = tone.get("generated", {}).get("in_group")
+    mean_ita, w1 = tone.get("generated", {}).get("mean_ita"), tone.get("wasserstein")
     return [name, str(fig["n_real"]), str(fig["n_generated"]), fid, kid,
             _num(fig.get("ms_ssim_generated"), ".3f"), _num(fig.get("ms_ssim_real"), ".3f"), memo_text,
-            "" if in_group is None else f"{in_group:.0%}"]
+            "" if in_group is None else f"{in_group:.0%}", "" if mean_ita is None else f"{mean_ita:.1f}",
+            "" if w1 is None else f"{w1:.1f}"]
 
 
 def format_table(result: dict) -> str:
@@ -56,6 +60,9 @@ def format_table(result: dict) -> str:
     lines += [_line(_row(name, fig), widths) for name, fig in result["cells"].items()]
     lines += ["-" * len(head), _line(_row("overall", result["overall"]), widths)]
     dim = result["extractor"]["dim"]
+    if any("tone" in fig for fig in result["cells"].values()):
+        lines.append("in group: share of generated images whose ITA lands in the prompted tone group; ITA gen: "
+                     "their mean ITA (degrees); ITA W1: Wasserstein distance to the real cell's ITAs")
     lines.append(f"* FID unstable: fewer than max({FID_MIN_IMAGES}, 2 x {dim}) images on a side (FID is "
                  "biased at small N; KID is not)")
     ms = result.get("ms_ssim")
@@ -93,10 +100,10 @@ def compare_table(a: dict, b: dict, *, labels: tuple[str, str] = ("A", "B"), for
     """
     check_comparable(a, b, force)
     la, lb = labels
-    cols = [(name.format(a=la, b=lb), w) for name, w in COMPARE_COLUMNS]
+    cols = [(name.format(a="A", b="B"), w) for name, w in COMPARE_COLUMNS]  # labels stay short in headers
     widths = [w for _, w in cols]
     head = _line([name for name, _ in cols], widths)
-    lines = [f"{la}: {describe(a)}", f"{lb}: {describe(b)}", head, "-" * len(head)]
+    lines = [f"A = {la}: {describe(a)}", f"B = {lb}: {describe(b)}", head, "-" * len(head)]
     names = list(dict.fromkeys([*a["cells"], *b["cells"]])) + ["overall"]
     for name in names:
         fa, fb = (r["overall"] if name == "overall" else r["cells"].get(name, {}) for r in (a, b))

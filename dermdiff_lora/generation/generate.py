@@ -83,6 +83,8 @@ class GenerateSettings:
     adapters: list[tuple[str, float]] = field(default_factory=list)  # (adapter, scale)
     prompts: list[str] = field(default_factory=list)  # free text; empty = the adapter's template grid
     grid: list[str] | None = None  # template columns, rows first (default: the template's order)
+    template: str | None = None  # prompt template + value maps for the grid (default: the adapter's own)
+    value_maps: dict | None = None
     negative_prompt: str | None = None
     seed: int = 0
     num_images: int = 1  # per prompt, seeds seed, seed+1, ...
@@ -154,6 +156,8 @@ def _builder(s: GenerateSettings, info: list[dict]) -> PromptBuilder:
     """The template and value maps saved with the first adapter (or the full fine-tune's config)."""
     from ..core.config import load_saved
 
+    if s.template:
+        return PromptBuilder(s.template, s.value_maps or {})
     for item in info:
         if item["meta"].get("prompt_template"):
             return PromptBuilder(item["meta"]["prompt_template"], item["meta"].get("value_maps") or {})
