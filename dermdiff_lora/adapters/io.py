@@ -20,6 +20,7 @@ import torch
 
 from ..core.errors import AdapterError, ConfigError
 from ..core.formats import DIFFUSERS_META_KEY, META_KEY, PICKLE_SUFFIXES, WEIGHT_NAME
+from ..core.fsutil import atomic_path, disk_errors
 from . import kohya
 from .layers import COMPONENTS, Adapter, Layer, most_common
 
@@ -232,13 +233,8 @@ def save(adapter: Adapter, out: str | os.PathLike, *, fmt: str = "diffusers", ov
     else:
         raise ConfigError(f"unknown adapter format {fmt!r}: use diffusers or kohya")
     file = output_file(out)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp")
-    try:
+    with atomic_path(file) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
     return file
 
 
@@ -251,7 +247,8 @@ def staged_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        yield tmp
+        with disk_errors(out.parent, f"output folder {out.name}"):
+            yield tmp
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))

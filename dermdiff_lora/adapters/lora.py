@@ -18,6 +18,7 @@ from typing import Any
 from ..core import formats
 from ..core.errors import AdapterError, ConfigError
 from ..core.formats import DIFFUSERS_META_KEY, META_KEY, WEIGHT_NAME, fingerprint  # noqa: F401 (re-exported)
+from ..core.fsutil import disk_errors
 from ..core.version import __version__
 
 
@@ -84,8 +85,9 @@ def save_adapter(out_dir: str | os.PathLike, unet, text_encoder=None, *, meta: d
            "layers": len(shapes)}
     tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=out_dir))
     try:
-        StableDiffusionPipeline.save_lora_weights(tmp, safe_serialization=True, **kwargs)
-        add_header_metadata(tmp / WEIGHT_NAME, {META_KEY: json.dumps(own, sort_keys=True)})
+        with disk_errors(out_dir, "adapter"):
+            StableDiffusionPipeline.save_lora_weights(tmp, safe_serialization=True, **kwargs)
+            add_header_metadata(tmp / WEIGHT_NAME, {META_KEY: json.dumps(own, sort_keys=True)})
         os.replace(tmp / WEIGHT_NAME, out_dir / WEIGHT_NAME)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,3 +27,7 @@ class HubError(DermDiffError):
 
 class TrainingError(DermDiffError):
     """Training cannot go on (non-finite loss, ...)."""
+
+
+class DiskError(DermDiffError):
+    """An output could not be written (disk full, quota, file-size limit, read-only): nothing half-written."""

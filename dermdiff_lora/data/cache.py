@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import DataError
+from ..core.fsutil import atomic_path
 from . import dataset as data
 
 log = logging.getLogger(__name__)
@@ -148,13 +148,8 @@ def write(path: Path, tensors: dict, description: dict) -> None:
     """Atomically: a temporary file in the same folder, then ``os.replace``."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(description)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read(path: Path) -> dict:

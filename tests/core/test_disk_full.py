@@ -1,0 +1,89 @@
+"""A full disk at the file-write layer: one DiskError naming the folder, the previous complete output kept,
+no temporary file left. The failure is real: a file-size limit (RLIMIT_FSIZE) makes the kernel refuse the
+writes of every writer (Python, safetensors' Rust, torch's zip writer) as a full disk or quota would."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import resource
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from adapter_helpers import make_adapter
+
+from dermdiff_lora.adapters import io
+from dermdiff_lora.adapters.convert import convert
+from dermdiff_lora.adapters.merge import merge
+from dermdiff_lora.core.errors import DiskError
+from dermdiff_lora.core.fsutil import atomic_write, disk_errors, is_disk_error
+from dermdiff_lora.data import cache
+
+
+@contextmanager
+def disk_full(limit: int = 2048):
+    """Writes beyond ``limit`` bytes per file fail (EFBIG) inside the block; the soft limit is restored."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file below ``folder`` (hidden ones too) with its digest."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_disk_errors_are_recognised_whoever_reports_them():
+    assert is_disk_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_error(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"))
+    assert not is_disk_error(OSError(errno.ENOENT, "No such file"))
+    with pytest.raises(DiskError, match=r"cannot write the report in /some/where \(No space left on device\)"):
+        with disk_errors("/some/where", "report"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_text_write(tmp_path):
+    target = tmp_path / "report.json"
+    atomic_write(target, "complete")
+    with disk_full(), pytest.raises(DiskError, match=str(tmp_path)):
+        atomic_write(target, "x" * 10_000)
+    assert snapshot(tmp_path) == {"report.json": hashlib.sha256(b"complete").hexdigest()}
+
+
+def test_adapter_file(tmp_path):
+    src = make_adapter("disk-src", targets=("to_q", "to_v"))
+    out = tmp_path / "kohya"
+    convert(src, out, to="kohya")
+    before = snapshot(out)
+    with disk_full(), pytest.raises(DiskError, match=str(out)):
+        convert(src, out, to="kohya", overwrite=True)
+    assert snapshot(out) == before
+
+
+def test_merged_model_folder(tmp_path):
+    src = make_adapter("disk-src", targets=("to_q", "to_v"))
+    out = tmp_path / "merged"
+    merge("tiny-random", [(src, 1.0)], out)
+    before = snapshot(tmp_path)
+    with disk_full(8192), pytest.raises(DiskError, match=str(tmp_path)):
+        merge("tiny-random", [(src, 0.5)], out, overwrite=True)
+    assert snapshot(tmp_path) == before  # the old pipeline folder, and no staging folder left
+
+
+def test_latent_cache_file(tmp_path):
+    path = tmp_path / "cache" / "latents.safetensors"
+    cache.write(path, {"latents": torch.zeros(4)}, {"n": 4})
+    before = snapshot(tmp_path)
+    with disk_full(), pytest.raises(DiskError, match=str(path.parent)):
+        cache.write(path, {"latents": torch.zeros(100_000)}, {"n": 100_000})
+    assert snapshot(tmp_path) == before
+    assert io  # the adapter module is imported by the writers above
