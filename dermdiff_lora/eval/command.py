@@ -76,8 +76,11 @@ def evaluate(opts: EvaluateOptions) -> dict:
     train = _train_items(cfg, builder, columns, source) if opts.memorisation else None
     if train is not None:
         real = _held_out_real(real, train, opts.real)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     result = evaluate_sets(real, generated, train, extractor=opts.extractor, model_id=opts.model_id,
-                           seed=opts.seed, **_tone_args(builder, opts.tone_column))
+                           device=device, seed=opts.seed, **_tone_args(builder, opts.tone_column))
     result["inputs"] = {"real": str(opts.real), "generated": opts.generated or str(out / "generated"),
                         "adapter": opts.adapter or source, "base_only": opts.base_only, "train": cfg.data.dir if train is not None else None,
                         "columns": columns, "template": builder.template}
