@@ -80,6 +80,7 @@ def test_threshold_chosen_on_val_is_recorded_and_matches_the_saved_predictions(b
     first = result["arms"]["real_only"]["per_seed"][0]
     th = first["threshold"]
     assert th["method"] == "youden" and th["chosen_on"].startswith("validation split")
+    assert th["n"] == result["counts"]["val"]  # chosen on the validation images, never on test
     assert result["threshold"]["by_seed"]["real_only"][0] == th["value"]
     # `fairness` on the saved predictions, at the recorded threshold, reproduces the per-seed report
     capsys.readouterr()
