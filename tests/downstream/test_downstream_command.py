@@ -3,6 +3,7 @@ threshold record, the leak check and clear errors."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from dermdiff_lora.cli import app
 from dermdiff_lora.core.errors import ConfigError, DataError
 from dermdiff_lora.downstream.classifier import ClassifierSpec
 from dermdiff_lora.downstream.command import DownstreamOptions, downstream
+from dermdiff_lora.downstream.fairness import choose_threshold
 from dermdiff_lora.downstream.samples import split_dataset
 from dermdiff_lora.downstream.splits import read_split_file
 
@@ -81,6 +83,9 @@ def test_threshold_chosen_on_val_is_recorded_and_matches_the_saved_predictions(b
     th = first["threshold"]
     assert th["method"] == "youden" and th["chosen_on"].startswith("validation split")
     assert th["n"] == result["counts"]["val"]  # chosen on the validation images, never on test
+    val = list(csv.DictReader(open(out / "predictions" / "real_only_seed0_val.csv")))
+    again = choose_threshold([int(r["label"]) for r in val], [float(r["score"]) for r in val], "youden")
+    assert again["value"] == th["value"] and again["youden_j"] == th["youden_j"]
     assert result["threshold"]["by_seed"]["real_only"][0] == th["value"]
     # `fairness` on the saved predictions, at the recorded threshold, reproduces the per-seed report
     capsys.readouterr()
