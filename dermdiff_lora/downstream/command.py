@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from .chart import save_chart
 from .classifier import ClassifierSpec, load_classifier
 from .predictions import parse_threshold
 from .runs import ARM_NAMES, ARMS, Task, make_task, run_arm, split_of
-from .samples import assign_splits, counts, read_samples, read_synthetic, training_rows
+from .samples import assign_splits, counts, dataset_settings, read_samples, read_synthetic, training_rows
 from .seeds import average_reports
 from .splits import check_no_leak, read_split_file, sidecar_path
 from .tables import compare_table
@@ -109,7 +109,7 @@ def _read(opts: DownstreamOptions, cfg, splits) -> tuple[list, list, str, str]:
     label_col = opts.label_column or cfg.data.diagnosis_column
     tone_col = opts.tone_column or cfg.data.tone_column
     maps = cfg.prompts.value_maps
-    real = read_samples(replace(cfg.data, dir=str(opts.dataset)), maps, label_col, tone_col)
+    real = read_samples(dataset_settings(cfg.data, opts.dataset), maps, label_col, tone_col)
     real = assign_splits(real, splits, opts.split)
     for split in ("train", "val", "test"):
         if not split_of(real, split):

@@ -58,12 +58,13 @@ def subset(src: Path, dst: Path, keep) -> Path:
     return dst
 
 
-def saved_adapter(folder: Path, train_dir: Path) -> Path:
+def saved_adapter(folder: Path, train_dir: Path, *overrides: str) -> Path:
     """A run folder whose saved config says it was trained on ``train_dir`` (no weights needed)."""
     from dermdiff_lora.core import config
 
     folder.mkdir(parents=True, exist_ok=True)
-    config.save(config.load(None, [f"data.dir={train_dir}", "data.file_column=image_name"]), folder)
+    config.save(config.load(None, [f"data.dir={train_dir}", "data.file_column=image_name", *overrides]),
+                folder)
     return folder
 
 

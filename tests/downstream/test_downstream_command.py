@@ -97,12 +97,14 @@ def test_threshold_chosen_on_val_is_recorded_and_matches_the_saved_predictions(b
             assert again["per_group"][group]["metrics"][metric] == first["per_group"][group]["metrics"][metric]
 
 
-def test_fixed_threshold_is_recorded(binary, tmp_path):
-    setup, _, _ = binary
+def test_fixed_threshold_is_recorded_and_training_only_limits_do_not_shrink_the_dataset(binary, tmp_path):
+    setup, _, full = binary
+    quick = saved_adapter(tmp_path / "quick", setup["train"], "data.max_samples=5")  # a quick adapter run
     opts = DownstreamOptions(dataset=str(setup["ds"]), split=str(setup["split"]), synthetic=str(setup["synthetic"]),
-                             out=str(tmp_path / "fixed"), adapter=str(setup["adapter"]), classifier=TINY,
+                             out=str(tmp_path / "fixed"), adapter=str(quick), classifier=TINY,
                              seeds=[4], threshold="0.5", n_boot=0)
     result = downstream(opts)
+    assert result["counts"] == full["counts"] and result["leak_check"]["n_checked"] == 5
     report = result["arms"]["real_plus_synthetic"]["report"]
     assert report["threshold"]["method"] == "fixed" and report["threshold"]["value"] == 0.5
     assert result["threshold"]["chosen_on"] == "fixed on the command line"
