@@ -46,6 +46,15 @@ def _builder(value_maps, label_col: str, tone_col: str) -> PromptBuilder:
     return PromptBuilder(f"{{{label_col}}} | {{{tone_col}}}", dict(value_maps))
 
 
+def dataset_settings(data_cfg, folder: str | os.PathLike):
+    """``data_cfg`` reading all of ``folder``: the run's file column, bad-image policy and such, without
+    what only narrowed its training set (``max_samples``, and a ``split_file`` where the config has one)."""
+    narrowed = {"max_samples": None}
+    if getattr(data_cfg, "split_file", None):
+        narrowed["split_file"] = None
+    return replace(data_cfg, dir=str(folder), **narrowed)
+
+
 def read_samples(data_cfg, value_maps, label_col: str, tone_col: str, *,
                  synthetic: bool = False) -> list[Sample]:
     """Real rows (or, ``synthetic``, only generated rows) of ``data_cfg.dir`` as samples (split unset)."""
@@ -84,7 +93,7 @@ def read_synthetic(data_cfg, value_maps, label_col: str, tone_col: str, folder: 
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"synthetic folder {folder} does not exist; pass a `rebalance` output folder")
-    found = read_samples(replace(data_cfg, dir=str(folder)), value_maps, label_col, tone_col, synthetic=True)
+    found = read_samples(dataset_settings(data_cfg, folder), value_maps, label_col, tone_col, synthetic=True)
     if not found:
         raise DataError(f"{folder}: no rows marked synthetic=true; pass a `rebalance` output folder (its "
                         "metadata has a synthetic column)")
