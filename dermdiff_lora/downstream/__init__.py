@@ -8,4 +8,9 @@ Import from the modules (nothing is imported here, so ``import dermdiff_lora`` s
 - ``tables``: ``format_table``, ``compare_table``;  ``chart``: ``save_chart``
 - ``splits``: ``make_splits``, ``write_split_file``, ``read_split_file``, ``check_no_leak``
 - ``bootstrap``: the seeded percentile bootstrap behind every interval
+- ``classifier``: ``load_classifier(ClassifierSpec, classes)`` -> ``fit(paths, labels, seed)`` ->
+  ``predict_proba(paths)``; kinds ``probe`` (module ``probe``), ``resnet`` and ``timm`` (``finetune``)
+- ``command``: ``downstream(DownstreamOptions)``, real only vs real + synthetic on one split file
+  (``samples`` reads the images, ``runs`` trains and reports one arm and seed, ``seeds`` averages)
+- ``samples.split_dataset``: the split file of a dataset folder (``dermdiff-lora split``)
 """

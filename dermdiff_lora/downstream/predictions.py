@@ -160,3 +160,32 @@ def multiclass_from_csv(path: str | os.PathLike, *, score_cols: Sequence[str] | 
                                expected_groups=expected_groups)
     report["source"] = {"path": str(path), "label_col": label_col, "score_cols": cols, "group_col": group_col}
     return report
+
+
+def parse_threshold(value: str | float) -> str | float:
+    """``"youden"`` or a probability in [0, 1] (a number or its text); ConfigError otherwise."""
+    if isinstance(value, str) and value.strip().lower() == "youden":
+        return "youden"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"threshold {value!r} must be 'youden' (chosen on validation predictions) or a "
+                          "probability in [0, 1] such as 0.5")
+    return number
+
+
+def report_from_csv(path: str | os.PathLike, *, label_col: str = "label", score_col: str = "score",
+                    group_col: str = "group", threshold: str | float = 0.5,
+                    val_path: str | os.PathLike | None = None, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> dict[str, Any]:
+    """The binary report of a predictions CSV, or the multi-class one when it has no ``score_col`` but
+    one ``score_<class>`` column per class (as ``downstream`` writes them)."""
+    header = read_table(path, [label_col, group_col]).columns
+    if score_col not in header and sum(c.startswith("score_") for c in header) >= 2:
+        return multiclass_from_csv(path, label_col=label_col, group_col=group_col, n_boot=n_boot, seed=seed,
+                                   level=level)
+    return fairness_from_csv(path, label_col=label_col, score_col=score_col, group_col=group_col,
+                             threshold=parse_threshold(threshold), val_path=val_path, n_boot=n_boot, seed=seed,
+                             level=level)
