@@ -11,7 +11,7 @@ def cmd_card(args) -> int:
     from ..hub.card import write_card
 
     path = write_card(args.folder, args.out, repo_id=args.repo_id, audit=args.audit,
-                      eval_results=args.eval_results, overwrite=args.overwrite)
+                      eval_results=args.eval_results, downstream=args.downstream, overwrite=args.overwrite)
     print(f"wrote the model card {path}")
     return 0
 
@@ -60,7 +60,9 @@ def register(sub) -> None:
     p.add_argument("--repo-id", help="Hub id the card's loading snippet names (default: your-name/<folder>)")
     p.add_argument("--audit", help="skin-tone audit JSON with tone x diagnosis counts (default: FOLDER/audit.json, "
                                    "else counted from the training metadata)")
-    p.add_argument("--eval", dest="eval_results", help="evaluation results JSON (default: FOLDER/eval_results.json)")
+    p.add_argument("--eval", dest="eval_results",
+                   help="evaluation JSON (default: FOLDER/eval.json from `evaluate`, else FOLDER/eval_results.json)")
+    p.add_argument("--downstream", help="downstream.json from `downstream` (default: FOLDER/downstream.json)")
     p.add_argument("--out", help="card file to write (default: FOLDER/README.md)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing card file")
     p.set_defaults(func=cmd_card)

@@ -209,10 +209,16 @@ def describe(result: dict[str, Any]) -> list[str]:
     return lines + [f"WARNING: {w}" for w in result["warnings"]]
 
 
+def result_text(result: dict[str, Any]) -> str:
+    """The header lines and the side-by-side table of a downstream result (``downstream.txt``)."""
+    a, b = (result["arms"][arm]["report"] for arm in ARMS)
+    return "\n".join([*describe(result), "", compare_table(a, b, ARM_NAMES)])
+
+
 def _write(out: Path, result: dict[str, Any]) -> None:
     a, b = (result["arms"][arm]["report"] for arm in ARMS)
     info = result["classifier"]
-    text = "\n".join([*describe(result), "", compare_table(a, b, ARM_NAMES)])
+    text = result_text(result)
     save_chart(a, b, out / CHART_FILE, names=ARM_NAMES,
                title=f"{info['model_id']} ({info['classifier']}), mean of {len(result['seeds'])} seeds, "
                      f"split {str(result['split_file']['sha256'])[:12]}")

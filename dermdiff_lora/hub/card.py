@@ -39,11 +39,11 @@ def front_matter(facts: Facts) -> dict:
 
 # ------------------------------------------------------------------------------------------- rendering
 def build_card(folder: str | os.PathLike, *, repo_id: str | None = None, audit: str | os.PathLike | None = None,
-               eval_results: str | os.PathLike | None = None) -> str:
+               eval_results: str | os.PathLike | None = None, downstream: str | os.PathLike | None = None) -> str:
     """The model card (README.md text) of an adapter or pipeline output folder."""
     from huggingface_hub import ModelCardData
 
-    facts = read_facts(folder, audit=audit, eval_results=eval_results)
+    facts = read_facts(folder, audit=audit, eval_results=eval_results, downstream=downstream)
     repo_id = repo_id or f"your-name/{_slug(Path(folder).resolve().name)}"
     data = ModelCardData(**{k: v for k, v in front_matter(facts).items() if v is not None})
     return f"---\n{data.to_yaml()}\n---\n\n{card_text.body(facts, repo_id)}"
@@ -51,12 +51,12 @@ def build_card(folder: str | os.PathLike, *, repo_id: str | None = None, audit: 
 
 def write_card(folder: str | os.PathLike, out: str | os.PathLike | None = None, *, repo_id: str | None = None,
                audit: str | os.PathLike | None = None, eval_results: str | os.PathLike | None = None,
-               overwrite: bool = False) -> Path:
+               downstream: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Write the card (default ``FOLDER/README.md``) atomically; an existing file only with ``overwrite``."""
     out = Path(out) if out else Path(folder) / "README.md"
     if out.exists() and not overwrite:
         raise ModelError(f"{out} already exists: pass --overwrite to replace it, or --out another file")
-    text = build_card(folder, repo_id=repo_id, audit=audit, eval_results=eval_results)
+    text = build_card(folder, repo_id=repo_id, audit=audit, eval_results=eval_results, downstream=downstream)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
     with os.fdopen(fd, "w") as fh:

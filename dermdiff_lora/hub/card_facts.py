@@ -24,6 +24,7 @@ from ..training.checkpoint import SUMMARY_FILE
 
 AUDIT_FILE = "audit.json"
 AUDIT_SUMMARY = "tones_summary.json"  # written by the skin-tone audit next to <data>_audit/tones.csv
+DOWNSTREAM_FILE = "downstream.json"  # `dermdiff-lora downstream --out` this folder, or `card --downstream`
 EVAL_FILES = ("eval.json", "eval_results.json")  # `evaluate` output first, then a hand-made results file
 PAPER = "[DermDiff](https://arxiv.org/abs/2503.17536)"
 SD1_IDS = {"compvis/stable-diffusion-v1-1", "compvis/stable-diffusion-v1-2", "compvis/stable-diffusion-v1-3",
@@ -48,6 +49,7 @@ class Facts:
     counts: dict[str, dict[str, int]] | None
     counts_source: str
     evals: dict[str, Any] | None
+    downstream: dict[str, Any] | None
     grid: str | None  # path relative to the folder
 
 
@@ -76,7 +78,8 @@ def _read_json(path: Path) -> Any:
 
 
 def read_facts(folder: str | os.PathLike, *, audit: str | os.PathLike | None = None,
-               eval_results: str | os.PathLike | None = None) -> Facts:
+               eval_results: str | os.PathLike | None = None,
+               downstream: str | os.PathLike | None = None) -> Facts:
     """Gather metadata, saved config, summary, audit/eval JSON (given or found in the folder) and the grid."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -99,6 +102,8 @@ def read_facts(folder: str | os.PathLike, *, audit: str | os.PathLike | None = N
                  summary=_read_json(folder / SUMMARY_FILE) if (folder / SUMMARY_FILE).is_file() else {},
                  builder=builder, counts=counts, counts_source=source,
                  evals=_read_json(evals) if evals.is_file() or eval_results else None,
+                 downstream=_read_json(down) if (down := Path(downstream or folder / DOWNSTREAM_FILE)).is_file()
+                 or downstream else None,
                  grid=grid.relative_to(folder).as_posix() if grid else None)
 
 

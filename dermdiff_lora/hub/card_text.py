@@ -42,7 +42,7 @@ LIMITATIONS = """## Limitations and bias
 def body(f: Facts, repo_id: str) -> str:
     """Markdown after the front matter."""
     parts = [_intro(f, repo_id), _samples(f), _usage(f, repo_id), _prompts(f), _training(f), _data(f),
-             _evaluation(f), INTENDED_USE, LIMITATIONS, _provenance(f)]
+             _evaluation(f), *_downstream(f), INTENDED_USE, LIMITATIONS, _provenance(f)]
     return "\n\n".join(p.strip() for p in parts if p) + "\n"
 
 
@@ -231,6 +231,17 @@ def _evaluation(f: Facts) -> str:
     flat = _flatten(f.evals) if isinstance(f.evals, dict) else {"results": f.evals}
     rows = [[f"`{k}`", f"{v:.4g}" if isinstance(v, float) else v] for k, v in flat.items()]
     return "## Evaluation\n\n" + _table(["metric", "value"], rows)
+
+
+def _downstream(f: Facts) -> list[str]:
+    """The downstream-fairness table (real only vs real + synthetic per tone group), when recorded."""
+    if not f.downstream:
+        return []
+    from ..downstream.command import result_text
+
+    return ["## Downstream fairness\n\nA lesion classifier trained on real images only vs real + this model's "
+            "synthetic images, on one patient-level split (`dermdiff-lora downstream`), test split per tone "
+            f"group:\n\n```\n{result_text(f.downstream)}\n```"]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

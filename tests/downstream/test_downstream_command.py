@@ -158,3 +158,12 @@ def test_missing_adapter_unknown_synthetic_label_and_unsplit_image_are_clear_err
     with pytest.raises(DataError, match="not in split file.*IMG_9999"):
         downstream(DownstreamOptions(**{**base, "dataset": str(extra)}, synthetic=str(setup["synthetic"]),
                                      adapter=str(setup["adapter"])))
+
+
+def test_card_shows_the_downstream_table(binary, trained_lora, tmp_path):
+    from dermdiff_lora.hub.card import build_card
+
+    _, out, _ = binary
+    card = build_card(trained_lora, downstream=out / "downstream.json")
+    assert "## Downstream fairness" in card and "real + synthetic" in card and "Split file:" in card
+    assert "## Downstream fairness" not in build_card(trained_lora)
