@@ -46,9 +46,27 @@ class ModelConfig:
     allow_pickle: bool = _opt(False, help="allow loading .bin/.ckpt/.pt weights (pickle); off by default")
 
 
+PRESETS = ("isic_archive", "isic2020", "ham10000", "fitzpatrick17k", "ddi", "pad_ufes_20")
+TONE_GROUPS = ("lighter", "brown", "darker")  # the paper's three groups, lightest first
+FITZPATRICK_GROUPS = {"1": "lighter", "2": "lighter", "3": "brown", "4": "brown", "5": "darker", "6": "darker"}
+
+
 @dataclass
 class DataConfig:
-    dir: str | None = _opt(None, help="imagefolder with metadata.csv or metadata.jsonl")
+    dir: str | None = _opt(None, help="imagefolder with metadata.csv or metadata.jsonl, or a preset's download")
+    preset: str | None = _opt(None, choices=PRESETS, help="a public dataset's layout, classes, tones and terms")
+    metadata: str | None = _opt(None, help="metadata file (.csv, .jsonl, .parquet); relative to data.dir")
+    images: list[str] = _opt([], help="image folder(s), relative to data.dir (default: the metadata's folder)")
+    dataset: str | None = _opt(None, help="Hub dataset user/name[@revision] or a local parquet/imagefolder "
+                                          "dataset, loaded with datasets.load_dataset")
+    split: str = _opt("train", help="split of data.dataset")
+    image_column: str = _opt("auto", help="image column of data.dataset ('auto': the first image feature)")
+    tones: str | None = _opt(None, help="the audit's tones.csv: ITA tone groups for rows without a given tone")
+    unknown_tone: str = _opt("estimate", choices=("estimate", "drop"),
+                             help="rows without a tone in the metadata: tone from data.tones, or left out")
+    fitzpatrick_groups: dict[str, str] = _opt(dict(FITZPATRICK_GROUPS),
+                                              help="Fitzpatrick type 1-6 -> tone group (types left out: I-II lighter, "
+                                                   "III-IV brown, V-VI darker)")
     file_column: str = _opt("auto", help="column naming the image file; 'auto' = file_name or image_name")
     caption_column: str = _opt("text", help="caption column, used when prompts.template is empty")
     resolution: int = _opt(512, min=8, max=4096)
@@ -175,9 +193,31 @@ def _cross_checks(cfg: Config) -> list[str]:
         errors.append(f"optim.betas: expected 2 numbers, got {cfg.optim.betas!r}")
     if not cfg.prompts.template and not cfg.data.caption_column:
         errors.append("prompts.template is empty and data.caption_column is empty: set one of them")
+    errors.extend(data_errors(cfg.data))
     if cfg.speed.cache_latents == "on" and not cfg.data.center_crop:
         errors.append("speed.cache_latents=on with data.center_crop=false would freeze one random crop: "
                       "use cache_latents=auto/off or center_crop=true")
+    return errors
+
+
+def data_errors(d: DataConfig) -> list[str]:
+    errors = []
+    if d.dataset and (d.dir or d.metadata or d.preset or d.images):
+        errors.append("data.dataset (a datasets.load_dataset source) excludes data.dir, data.metadata, "
+                      "data.images and data.preset: set one kind of source")
+    if d.preset and not (d.dir or d.metadata):
+        errors.append(f"data.preset={d.preset} needs data.dir: the folder you downloaded the dataset to")
+    if d.images and not (d.dir or d.metadata):
+        errors.append("data.images needs data.metadata (the file that lists the images)")
+    if d.tones and Path(d.tones).suffix not in (".csv", ".jsonl"):
+        errors.append(f"data.tones: {d.tones!r} is not the audit's tones .csv/.jsonl file")
+    if set(d.fitzpatrick_groups) - set(FITZPATRICK_GROUPS):
+        errors.append(f"data.fitzpatrick_groups: keys must be Fitzpatrick types 1-6 (types left out keep "
+                      f"their default group), got {', '.join(sorted(d.fitzpatrick_groups))}")
+    bad = sorted({v for v in d.fitzpatrick_groups.values() if v not in TONE_GROUPS})
+    if bad:
+        errors.append(f"data.fitzpatrick_groups: {', '.join(bad)} is not a tone group "
+                      f"({', '.join(TONE_GROUPS)})")
     return errors
 
 
@@ -317,6 +357,8 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
                     return True, coerced
         return False, value
     if origin is list:
+        if isinstance(value, str) and args[0] is str:  # one item given on its own: data.images=imgs
+            value = [value]
         if not isinstance(value, (list, tuple)):
             return False, value
         items = [_coerce(v, args[0]) for v in value]
