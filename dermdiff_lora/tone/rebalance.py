@@ -9,6 +9,7 @@ is written atomically before its metadata row is appended.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -23,8 +24,12 @@ from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
+from ..core.prompts import DEFAULT_VALUE_MAPS
+from ..data.sources import load_table
+from ..data.tables import FILE_COLUMNS, IMAGE_SUFFIXES, Table
+from ..data.tones import resolve_tones
 from ..generation.grid import save_png
-from .audit import pick_column, read_metadata, resolve_images
+from .audit import data_config, pick_column
 from .rebalance_store import (
     REPORT_FILE,
     TRIES_FILE,
@@ -126,11 +131,13 @@ class RebalanceReport:
     groups: dict[str, dict]
     added: int
     path: Path
+    input: dict | None = None  # the input's rows left out and where its tones came from
 
     def to_json(self) -> str:
         """The report as JSON (what ``rebalance_report.json`` holds)."""
         totals = {k: sum(g[k] for g in self.groups.values()) for k in ("requested", "generated", "accepted")}
-        return json.dumps({"out_dir": str(self.out_dir), "totals": totals, "groups": self.groups}, indent=2)
+        return json.dumps({"out_dir": str(self.out_dir), "totals": totals, "groups": self.groups,
+                           "input": self.input}, indent=2)
 
 
 def _label(key: tuple[str, ...]) -> str:
@@ -227,6 +234,7 @@ def _fill_slot(run: _Run, gi: int, key: tuple[str, ...], index: int, slot: _Slot
                 "seed": seed,
                 "prompt": prompt,
                 "ita_estimated": f"{ita:.3f}",
+                "tone_source": "prompted (ITA-checked)",
                 run.file_column: name + run.file_suffix,
             }
             if "target" in row and "benign_malignant" in values:
@@ -263,13 +271,38 @@ def _plan(
     return all_groups, {k: lacking[k] for k in all_groups}
 
 
-def _read_input(folder: Path, groups: Sequence[str], file_column: str):
-    """(metadata path, columns, rows, file column, image paths) of the input dataset, all checked."""
-    metadata, columns, rows = read_metadata(folder)
-    file_col = pick_column(columns, file_column, metadata)
+def _read_input(dataset_dir, data_cfg, groups: Sequence[str], tone_column: str, value_map) -> tuple[Table, object]:
+    """The input rows (any source) with their tone, given or estimated as training reads it; rows
+    without a value in a group column are left out and counted."""
+    data_cfg = dataclasses.replace(data_cfg or data_config(dataset_dir), tone_column=tone_column)
+    table = load_table(data_cfg)
+    source = table.origin.get("metadata") or table.origin.get("dataset")
+    columns = list(dict.fromkeys(k for r in table.rows for k in r))
     for column in groups:
-        pick_column(columns, column, metadata)
-    return metadata, columns, rows, file_col, resolve_images(folder, rows, file_col, metadata)
+        if column != tone_column:
+            pick_column(columns, column, source)
+    resolve_tones(table, data_cfg, value_map, source)
+    for column in groups:
+        table.keep([bool(r.get(column)) for r in table.rows], f"no {column} value")
+    if not table.rows:
+        raise DataError(f"{source}: no rows left to rebalance ({dict(table.left_out)})")
+    return table, data_cfg
+
+
+def _real_names(table: Table) -> tuple[str, list[str], list[str]]:
+    """(output file column, its value per real row, the file name of each real image in the output)."""
+    column = table.file_column if table.file_column in FILE_COLUMNS else "file_name"
+    files = []
+    for ref, key in zip(table.images, table.keys):
+        has_suffix = Path(key).suffix.lower() in IMAGE_SUFFIXES
+        files.append(key if has_suffix else key + (ref.suffix if isinstance(ref, Path) else ".png"))
+    return column, (table.keys if column == table.file_column else files), files
+
+
+def _input_base(data_cfg) -> Path | None:
+    if data_cfg.dir:
+        return Path(data_cfg.dir).expanduser()
+    return Path(data_cfg.metadata).expanduser().parent if data_cfg.metadata else None
 
 
 def _check_args(groups: Sequence[str], tone_column: str, prompt_fn, max_tries: int) -> None:
@@ -296,7 +329,7 @@ def _slot_names(all_groups, plan, seed: int, suffix: str, listed: set[str], meta
 
 
 def rebalance(
-    dataset_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     generate_fn: GenerateFn,
     *,
@@ -310,25 +343,37 @@ def rebalance(
     file_column: str = "auto",
     link: bool = False,
     progress: bool = True,
+    data_cfg=None,
+    value_maps: Mapping | None = None,
 ) -> RebalanceReport:
     """Write ``out_dir``: the dataset's images and rows, accepted synthetic images for the groups
     ``plan_counts`` finds lacking, and ``rebalance_report.json``. Rerunning resumes (or adds nothing).
 
-    ``target`` keys are tuples of group values (strings), e.g. ``("malignant", "2")``. ``prompt_fn(row)``
-    gets the group values; default ``default_prompt``. ``link`` hard-links real images where possible.
-    Synthetic images are ``syn<seed>_<group>_<slot>.png`` with PNG text chunks synthetic / prompt / seed.
+    ``data_cfg`` (a run's data section: preset, metadata + images, ``datasets`` dataset, audit tones)
+    replaces ``dataset_dir``; tones are read as training reads them (given, else the audit's estimate) with
+    ``value_maps`` (default: the paper's). ``target`` keys are tuples of group values (strings), e.g.
+    ``("malignant", "2")``. ``prompt_fn(row)`` gets the group values; default ``default_prompt``. ``link``
+    hard-links real images where possible. Synthetic images are ``syn<seed>_<group>_<slot>.png`` with PNG
+    text chunks synthetic / prompt / seed; the output is an imagefolder training reads as it is.
     """
     _check_args(groups, tone_column, prompt_fn, max_tries)
     tone_scheme = get_scheme(scheme)
-    folder, out = Path(dataset_dir), Path(out_dir)
-    metadata, columns, rows, file_col, images = _read_input(folder, groups, file_column)
+    if data_cfg is None:
+        data_cfg = data_config(dataset_dir, file_column=file_column)
+    maps = value_maps or DEFAULT_VALUE_MAPS
+    table, data_cfg = _read_input(dataset_dir, data_cfg, groups, tone_column, maps.get(tone_column))
+    base, out = _input_base(data_cfg), Path(out_dir)
+    file_col, values, files = _real_names(table)
+    rows = [{**r, file_col: value} for r, value in zip(table.rows, values)]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
     all_groups, plan = _plan(rows, groups, tone_column, tone_scheme, target)
     suffix = "" if rows and not Path(rows[0][file_col]).suffix else ".png"
-    names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, metadata)
-    settings = {"dataset_dir": str(folder.resolve()), "groups": list(groups), "seed": seed,
-                "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
-    _prepare_out(folder, out, settings)
-    _copy_real(folder, out, images, link)
+    names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, Path(str(
+        table.origin.get("metadata") or table.origin.get("dataset"))))
+    settings = {"dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
+                "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
+    _prepare_out(base, out, settings)
+    _copy_real(out, list(zip(table.images, files)), link)
     fieldnames, synthetic = _init_metadata(out, columns, rows)
     slots, _ = _load_state(out, names, synthetic, file_col)
     run = _Run(
@@ -352,6 +397,7 @@ def rebalance(
     todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
     added = sum(_fill_slot(run, *t) for t in tqdm(todo, desc="rebalance", unit="img", disable=not progress))
     _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
-    report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE)
+    report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE,
+                             {"left_out": dict(table.left_out), "tone": table.tone})
     atomic_write(report.path, report.to_json())
     return report
