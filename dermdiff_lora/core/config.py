@@ -6,6 +6,7 @@ every unknown key (with the closest valid key), wrong type and out-of-range valu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -27,14 +28,8 @@ def _opt(default: Any = None, *, choices: tuple | None = None, min: float | None
          max: float | None = None, help: str = "") -> Any:
     meta = {"choices": choices, "min": min, "max": max, "help": help}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: _copy(d), metadata=meta)
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def _copy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
 
 
 @dataclass
@@ -57,16 +52,13 @@ class DataConfig:
     preset: str | None = _opt(None, choices=PRESETS, help="a public dataset's layout, classes, tones and terms")
     metadata: str | None = _opt(None, help="metadata file (.csv, .jsonl, .parquet); relative to data.dir")
     images: list[str] = _opt([], help="image folder(s), relative to data.dir (default: the metadata's folder)")
-    dataset: str | None = _opt(None, help="Hub dataset user/name[@revision] or a local parquet/imagefolder "
-                                          "dataset, loaded with datasets.load_dataset")
+    dataset: str | None = _opt(None, help="Hub dataset user/name[@rev] or local dataset (datasets.load_dataset)")
     split: str = _opt("train", help="split of data.dataset")
     image_column: str = _opt("auto", help="image column of data.dataset ('auto': the first image feature)")
     tones: str | None = _opt(None, help="the audit's tones.csv: ITA tone groups for rows without a given tone")
-    unknown_tone: str = _opt("estimate", choices=("estimate", "drop"),
-                             help="rows without a tone in the metadata: tone from data.tones, or left out")
-    fitzpatrick_groups: dict[str, str] = _opt(dict(FITZPATRICK_GROUPS),
-                                              help="Fitzpatrick type 1-6 -> tone group (types left out: I-II lighter, "
-                                                   "III-IV brown, V-VI darker)")
+    unknown_tone: str = _opt("estimate", choices=("estimate", "drop"), help="rows without a given tone: estimate (data.tones) or drop")
+    fitzpatrick_groups: dict[str, str] = _opt(dict(FITZPATRICK_GROUPS), help="Fitzpatrick type 1-6 -> group "
+                                              "(unlisted types: I-II lighter, III-IV brown, V-VI darker)")
     file_column: str = _opt("auto", help="column naming the image file; 'auto' = file_name or image_name")
     caption_column: str = _opt("text", help="caption column, used when prompts.template is empty")
     resolution: int = _opt(512, min=8, max=4096)
@@ -235,8 +227,16 @@ def parse_overrides(overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = _yaml_value(raw)
     return nested
+
+
+def _yaml_value(raw: str) -> Any:
+    """An override's value as YAML; text that is not valid YAML (``{dx} on {skin_tone} skin``) stays text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
 
 
 def resolve_config_path(path: str | os.PathLike) -> Path:
