@@ -148,7 +148,9 @@ def _report(table: Table, index: DatasetIndex, data_cfg, builder: PromptBuilder)
             counts[tone_of[id(r)]][r[diag_col]] += 1
         report["tone_x_diagnosis"] = {t: dict(c) for t, c in counts.items()}
         report["diagnosis_column"] = diag_col
-    if table.tone:
+    if table.tone:  # counted over the rows used (rows left out for another reason are not in them)
+        sources = Counter(r.get("tone_source", "") for r in rows)
+        table.tone.update(given=sources["given"], estimated=sources["estimated"])
         table.tone["by_group"] = {t: dict(Counter(r.get("tone_source", "") for r in rows if tone_of[id(r)] == t))
                                   for t in dict.fromkeys(tone_of.values())}
     if data_cfg.preset:
