@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -60,6 +61,20 @@ def _explain(exc: Exception, ref: str, split: str) -> str:
         return (f"data.dataset {ref} not found on {constants.ENDPOINT} (or it is private or gated: log in "
                 f"with `hf auth login`): {text}")
     return f"data.dataset {ref}: cannot load it ({name}: {text})"
+
+
+def _check_revision(ref: str, revision: str | None, cache_key: str, local: bool) -> None:
+    """Offline, ``datasets`` reads the newest cached version whatever the revision: refuse another commit."""
+    from huggingface_hub import constants
+
+    if local or not revision or not constants.HF_HUB_OFFLINE:
+        return
+    if re.fullmatch(r"[0-9a-f]{40}", revision) and revision != cache_key:
+        raise DataError(f"data.dataset {ref}: HF_HUB_OFFLINE=1 and the datasets cache holds commit {cache_key}, "
+                        f"not {revision}: load {ref} once with network access, or unset HF_HUB_OFFLINE")
+    if revision != cache_key:
+        log.warning("offline: %s read from the cached commit %s (revision %s cannot be checked offline)",
+                    ref, cache_key, revision)
 
 
 def _image_column(ds, wanted: str, ref: str) -> str:
@@ -121,6 +136,7 @@ def load_hub_table(data_cfg) -> Table:
     cache_files = ds.cache_files
     cache_key = Path(cache_files[0]["filename"]).parent.name if cache_files else ds._fingerprint
     local = Path(ref).expanduser().exists()
+    _check_revision(ref, revision, cache_key, local)
     origin = {"kind": "datasets", "dataset": Path(ref).name if local else split_ref(ref)[0],
               "revision": revision, "split": data_cfg.split, "cache_key": cache_key,
               **({} if local else {"sha": cache_key})}
