@@ -305,19 +305,11 @@ def audit_dataset(
     if any(r["category"] is None for r in results):
         tones.append(UNDETERMINED)
     table_counts, diagnoses, ratio, empty = count_table(results, tones)
-    settings = {
-        "dataset_dir": str(data_cfg.dir or data_cfg.dataset or base),
-        "metadata": str(source),
-        "source": table.origin,
-        "file_column": table.file_column,
-        "diagnosis_column": diag_col,
-        "strategy": strategy,
-        "scheme": tone_scheme.name,
-        "scheme_boundaries": list(tone_scheme.boundaries),
-        "images": len(results),
-        "undetermined": sum(r["ita"] is None for r in results),
-        "left_out": dict(table.left_out),
-    }
+    settings = {"dataset_dir": str(data_cfg.dir or data_cfg.dataset or base), "metadata": str(source),
+                "source": table.origin, "file_column": table.file_column, "diagnosis_column": diag_col,
+                "strategy": strategy, "scheme": tone_scheme.name, "scheme_boundaries": list(tone_scheme.boundaries),
+                "images": len(results), "undetermined": sum(r["ita"] is None for r in results),
+                "left_out": dict(table.left_out)}
     audit = AuditResult(results, table_counts, tones, diagnoses, ratio, empty, settings)
     audit.paths = {
         "tones": out,

@@ -9,7 +9,6 @@ is written atomically before its metadata row is appended.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
@@ -25,11 +24,9 @@ from tqdm.auto import tqdm
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
 from ..core.prompts import DEFAULT_VALUE_MAPS
-from ..data.sources import load_table
-from ..data.tables import FILE_COLUMNS, IMAGE_SUFFIXES, Table
-from ..data.tones import resolve_tones
 from ..generation.grid import save_png
-from .audit import data_config, pick_column
+from .audit import data_config
+from .rebalance_input import input_base, read_input, real_names
 from .rebalance_store import (
     REPORT_FILE,
     TRIES_FILE,
@@ -271,40 +268,6 @@ def _plan(
     return all_groups, {k: lacking[k] for k in all_groups}
 
 
-def _read_input(dataset_dir, data_cfg, groups: Sequence[str], tone_column: str, value_map) -> tuple[Table, object]:
-    """The input rows (any source) with their tone, given or estimated as training reads it; rows
-    without a value in a group column are left out and counted."""
-    data_cfg = dataclasses.replace(data_cfg or data_config(dataset_dir), tone_column=tone_column)
-    table = load_table(data_cfg)
-    source = table.origin.get("metadata") or table.origin.get("dataset")
-    columns = list(dict.fromkeys(k for r in table.rows for k in r))
-    for column in groups:
-        if column != tone_column:
-            pick_column(columns, column, source)
-    resolve_tones(table, data_cfg, value_map, source)
-    for column in groups:
-        table.keep([bool(r.get(column)) for r in table.rows], f"no {column} value")
-    if not table.rows:
-        raise DataError(f"{source}: no rows left to rebalance ({dict(table.left_out)})")
-    return table, data_cfg
-
-
-def _real_names(table: Table) -> tuple[str, list[str], list[str]]:
-    """(output file column, its value per real row, the file name of each real image in the output)."""
-    column = table.file_column if table.file_column in FILE_COLUMNS else "file_name"
-    files = []
-    for ref, key in zip(table.images, table.keys):
-        has_suffix = Path(key).suffix.lower() in IMAGE_SUFFIXES
-        files.append(key if has_suffix else key + (ref.suffix if isinstance(ref, Path) else ".png"))
-    return column, (table.keys if column == table.file_column else files), files
-
-
-def _input_base(data_cfg) -> Path | None:
-    if data_cfg.dir:
-        return Path(data_cfg.dir).expanduser()
-    return Path(data_cfg.metadata).expanduser().parent if data_cfg.metadata else None
-
-
 def _check_args(groups: Sequence[str], tone_column: str, prompt_fn, max_tries: int) -> None:
     if tone_column not in groups or not 1 <= max_tries <= MAX_TRIES:
         raise ConfigError(
@@ -358,42 +321,26 @@ def rebalance(
     """
     _check_args(groups, tone_column, prompt_fn, max_tries)
     tone_scheme = get_scheme(scheme)
-    if data_cfg is None:
-        data_cfg = data_config(dataset_dir, file_column=file_column)
-    maps = value_maps or DEFAULT_VALUE_MAPS
-    table, data_cfg = _read_input(dataset_dir, data_cfg, groups, tone_column, maps.get(tone_column))
-    base, out = _input_base(data_cfg), Path(out_dir)
-    file_col, values, files = _real_names(table)
+    data_cfg = data_cfg or data_config(dataset_dir, file_column=file_column)
+    tone_map = (value_maps or DEFAULT_VALUE_MAPS).get(tone_column)
+    table, data_cfg = read_input(data_cfg, groups, tone_column, tone_map)
+    base, out = input_base(data_cfg), Path(out_dir)
+    file_col, values, files = real_names(table)
     rows = [{**r, file_col: value} for r, value in zip(table.rows, values)]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     all_groups, plan = _plan(rows, groups, tone_column, tone_scheme, target)
     suffix = "" if rows and not Path(rows[0][file_col]).suffix else ".png"
-    names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, Path(str(
-        table.origin.get("metadata") or table.origin.get("dataset"))))
+    source = Path(str(table.origin.get("metadata") or table.origin.get("dataset")))
+    names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, source)
     settings = {"dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
                 "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
     _prepare_out(base, out, settings)
     _copy_real(out, list(zip(table.images, files)), link)
     fieldnames, synthetic = _init_metadata(out, columns, rows)
     slots, _ = _load_state(out, names, synthetic, file_col)
-    run = _Run(
-        out=out,
-        generate_fn=generate_fn,
-        prompt_fn=prompt_fn or default_prompt,
-        scheme=tone_scheme,
-        groups=groups,
-        tone_column=tone_column,
-        fieldnames=fieldnames,
-        file_column=file_col,
-        file_suffix=suffix,
-        seed=seed,
-        max_tries=max_tries,
-    )
-    todo = [
-        (gi, k, i, slots.get((_label(k), i), _Slot()))
-        for gi, k in enumerate(all_groups)
-        for i in range(plan[k])
-    ]
+    run = _Run(out, generate_fn, prompt_fn or default_prompt, tone_scheme, groups, tone_column, fieldnames,
+               file_col, suffix, seed, max_tries)
+    todo = [(gi, k, i, slots.get((_label(k), i), _Slot())) for gi, k in enumerate(all_groups) for i in range(plan[k])]
     todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
     added = sum(_fill_slot(run, *t) for t in tqdm(todo, desc="rebalance", unit="img", disable=not progress))
     _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
