@@ -79,9 +79,11 @@ _P = [
     Preset("isic2020", "SIIM-ISIC Melanoma Classification 2020 (training set)",
            (Layout("challenge", "train.csv", ("jpeg/train",)),
             Layout("archive-v2", "ISIC_2020_Training_GroundTruth_v2.csv",
-                   ("ISIC_2020_Training_JPEG/train", "ISIC_2020_Training_JPEG"), "ISIC_2020_Training_Duplicates.csv"),
+                   ("ISIC_2020_Training_JPEG/train", "ISIC_2020_Training_JPEG", "train"),
+                   "ISIC_2020_Training_Duplicates.csv"),
             Layout("archive", "ISIC_2020_Training_GroundTruth.csv",
-                   ("ISIC_2020_Training_JPEG/train", "ISIC_2020_Training_JPEG"), "ISIC_2020_Training_Duplicates.csv")),
+                   ("ISIC_2020_Training_JPEG/train", "ISIC_2020_Training_JPEG", "train"),
+                   "ISIC_2020_Training_Duplicates.csv")),
            "image_name", ".jpg", "diagnosis", "benign_malignant", {"benign": "benign", "malignant": "malignant"},
            Licence("CC BY-NC 4.0", "https://challenge2020.isic-archive.com", True,
                    "Rotemberg V. et al., A patient-centric dataset of images and metadata for identifying "
