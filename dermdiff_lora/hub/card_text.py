@@ -224,8 +224,11 @@ def _measures(f: Facts) -> str:
         return (f"Here {tone['given']} images got their tone group from their Fitzpatrick type{est}. Fitzpatrick "
                 "type (a questionnaire about burning and tanning) and ITA (a colour measurement) are different "
                 "measures; DermDiff's groups are ITA thresholds, so the two kinds of group are not interchangeable.")
-    return ("In DermDiff the tone groups come from thresholds on the Individual Typology Angle (ITA) of the skin "
+    text = ("In DermDiff the tone groups come from thresholds on the Individual Typology Angle (ITA) of the skin "
             "colour; they are not Fitzpatrick types.")
+    if tone.get("given"):
+        text += f" Here {tone['given']} images' groups were given by {tone.get('given_by')}."
+    return text
 
 
 def _terms(f: Facts) -> str:
