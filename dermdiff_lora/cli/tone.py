@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from ..core.config import PRESETS
+
 
 def _source_args(p) -> None:
-    p.add_argument("--preset", default=None, help="public dataset layout: isic_archive, isic2020, ham10000, "
-                                                  "fitzpatrick17k, ddi, pad_ufes_20 (DATASET = its download)")
+    p.add_argument("--preset", default=None, choices=PRESETS, help="a public dataset's layout (DATASET = its download)")
     p.add_argument("--metadata", default=None, help="metadata .csv/.jsonl/.parquet (relative to DATASET)")
     p.add_argument("--images", nargs="+", default=[], help="image folder(s) (relative to DATASET)")
     p.add_argument("--split", default="train", help="split of a Hub / datasets dataset")
