@@ -2,7 +2,9 @@
 
 It serves the routes huggingface_hub 2.x uses for ``whoami``, ``create_repo``, ``repo_info``/``model_info``,
 ``list_repo_tree``, ``upload_folder`` without Xet (validate-yaml, preupload, Git LFS batch + PUT + verify,
-commit) and ``hf_hub_download``/``snapshot_download`` (HEAD/GET on ``resolve``). Access rules: a token maps
+commit) and ``hf_hub_download``/``snapshot_download`` (HEAD/GET on ``resolve``); dataset repos
+(``add_repo(..., repo_type="dataset")``) answer the dataset versions of info, tree, paths-info and resolve,
+which is what ``datasets.load_dataset`` reads. HEAD answers carry no body, errors included. Access rules: a token maps
 to a user; a user writes to their own namespace and to organizations where their role is "write"; private
 repos are visible only to writers. Every request is logged (method, path, authenticated, status).
 """
@@ -43,6 +45,7 @@ class FakeHub:
     orgs: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> {org: "read" | "write"}
     fail_commit: set[str] = field(default_factory=set)  # repo ids whose commit endpoint answers 500
     repos: dict[str, Repo] = field(default_factory=dict)
+    dataset_repos: dict[str, Repo] = field(default_factory=dict)
     lfs_store: dict[str, bytes] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
     commit_payloads: list[list[dict]] = field(default_factory=list)
@@ -57,10 +60,20 @@ class FakeHub:
         self.server.shutdown()
         self.server.server_close()
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes] | None = None, private: bool = False) -> None:
+    def add_repo(self, repo_id: str, files: dict[str, bytes] | None = None, private: bool = False,
+                 repo_type: str = "model") -> Repo:
         repo = Repo(repo_id.split("/")[0], private)
-        repo.commits.append((_sha(repo_id, "init"), {".gitattributes": GITATTRIBUTES, **(files or {})}))
-        self.repos[repo_id] = repo
+        sha = _sha(repo_id, "init") if repo_type == "model" else _sha(repo_id, repo_type, "init")
+        repo.commits.append((sha, {".gitattributes": GITATTRIBUTES, **(files or {})}))
+        (self.dataset_repos if repo_type == "dataset" else self.repos)[repo_id] = repo
+        return repo
+
+    def add_commit(self, repo_id: str, files: dict[str, bytes], repo_type: str = "model") -> str:
+        """A new commit on main with ``files`` added or changed; returns its sha."""
+        repo = (self.dataset_repos if repo_type == "dataset" else self.repos)[repo_id]
+        sha = _sha(repo_id, repo_type, len(repo.commits))
+        repo.commits.append((sha, {**repo.commits[-1][1], **files}))
+        return sha
 
     def can_write(self, user: str | None, namespace: str) -> bool:
         return user is not None and (user == namespace or self.orgs.get(user, {}).get(namespace) == "write")
@@ -118,7 +131,7 @@ def _handler(hub: FakeHub):
 
         def _error(self, status: int, message: str, code: str | None = None, **extra) -> None:
             headers = {"X-Error-Message": message, **({"X-Error-Code": code} if code else {}), **extra}
-            self._send(status, {"error": message}, headers)
+            self._send(status, {"error": message}, headers, head=self.command == "HEAD")
 
         def _dispatch(self, method: str) -> None:
             url = urllib.parse.urlsplit(self.path)
@@ -146,8 +159,8 @@ def _handler(hub: FakeHub):
         def do_PUT(self) -> None:
             self._dispatch("PUT")
 
-        def _repo(self, user: str | None, repo_id: str, write: bool = False) -> Repo | None:
-            repo = hub.repos.get(repo_id)
+        def _repo(self, user: str | None, repo_id: str, write: bool = False, kind: str = "models") -> Repo | None:
+            repo = (hub.dataset_repos if kind == "datasets" else hub.repos).get(repo_id)
             if repo is None or not hub.can_read(user, repo):
                 self._error(401 if user is None else 404, "Repository not found", "RepoNotFound")
                 return None
@@ -186,8 +199,8 @@ def _handler(hub: FakeHub):
                 return self._send(400, {"errors": [{"message": str(exc)}], "warnings": []})
             self._send(200, {"errors": [], "warnings": []})
 
-        def get_info(self, user, repo_id, rev, query) -> None:
-            repo = self._repo(user, repo_id)
+        def get_info(self, user, repo_id, rev, query, kind: str = "models") -> None:
+            repo = self._repo(user, repo_id, kind=kind)
             if repo is None:
                 return
             found = repo.tree(urllib.parse.unquote(rev or "main"))
@@ -197,23 +210,41 @@ def _handler(hub: FakeHub):
             self._send(200, {"id": repo_id, "sha": sha, "private": repo.private, "author": repo.owner,
                              "siblings": [{"rfilename": p} for p in sorted(files)]})
 
-        def get_tree(self, user, repo_id, rev, query) -> None:
-            repo = self._repo(user, repo_id)
-            found = repo and repo.tree(rev)
+        def get_tree(self, user, repo_id, rev, sub, query, kind: str = "models") -> None:
+            repo = self._repo(user, repo_id, kind=kind)
+            found = repo and repo.tree(urllib.parse.unquote(rev))
             if repo is None:
                 return
             if found is None:
                 return self._error(404, "Invalid rev id", "RevisionNotFound")
+            prefix = (sub or "").strip("/")
+            recursive = query.get("recursive", ["false"])[0].lower() == "true" or (not prefix and kind == "models")
+            entries = [e for e in self._entries(repo, found[1]) if _under(e["path"], prefix, recursive)]
+            if prefix and not entries:
+                return self._error(404, f"Path {prefix} not found", "EntryNotFound")
+            self._send(200, entries)
+
+        def _entries(self, repo: Repo, files: dict[str, bytes]) -> list[dict]:
             entries, folders = [], set()
-            for p, content in sorted(found[1].items()):
+            for p, content in sorted(files.items()):
                 folders.update("/".join(p.split("/")[:i]) for i in range(1, p.count("/") + 1))
                 entry = {"type": "file", "path": p, "size": len(content), "oid": _git_oid(content)}
                 if p in repo.lfs:
                     entry["lfs"] = {"oid": hashlib.sha256(content).hexdigest(), "size": len(content),
                                     "pointerSize": 134}
                 entries.append(entry)
-            entries += [{"type": "directory", "path": d, "oid": _sha(d)} for d in sorted(folders)]
-            self._send(200, entries)
+            return entries + [{"type": "directory", "path": d, "oid": _sha(d)} for d in sorted(folders)]
+
+        def post_paths_info(self, user, repo_id, rev, query) -> None:
+            repo = self._repo(user, repo_id, kind="datasets")
+            found = repo and repo.tree(urllib.parse.unquote(rev))
+            if repo is None:
+                return
+            if found is None:
+                return self._error(404, "Invalid rev id", "RevisionNotFound")
+            body = self.body.decode()
+            wanted = (json.loads(body) if body.startswith("{") else urllib.parse.parse_qs(body)).get("paths", [])
+            self._send(200, [e for e in self._entries(repo, found[1]) if e["path"] in wanted])
 
         def post_preupload(self, user, repo_id, rev, query) -> None:
             repo = self._repo(user, repo_id, write=True)
@@ -275,8 +306,8 @@ def _handler(hub: FakeHub):
             hub.commit_payloads.append(lines)
             self._send(200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{sha}", "commitOid": sha, "success": True})
 
-        def _serve_file(self, user, repo_id, rev, filename, head: bool) -> None:
-            repo = self._repo(user, repo_id)
+        def _serve_file(self, user, repo_id, rev, filename, head: bool, kind: str = "models") -> None:
+            repo = self._repo(user, repo_id, kind=kind)
             if repo is None:
                 return
             found = repo.tree(urllib.parse.unquote(rev))
@@ -298,7 +329,28 @@ def _handler(hub: FakeHub):
         def head_resolve(self, user, repo_id, rev, filename, query) -> None:
             self._serve_file(user, repo_id, rev, filename, head=True)
 
+        # dataset repos: the same routes under /api/datasets and /datasets
+        def get_dataset_info(self, user, repo_id, rev, query) -> None:
+            self.get_info(user, repo_id, rev, query, kind="datasets")
+
+        def get_dataset_tree(self, user, repo_id, rev, sub, query) -> None:
+            self.get_tree(user, repo_id, rev, sub, query, kind="datasets")
+
+        def get_dataset_resolve(self, user, repo_id, rev, filename, query) -> None:
+            self._serve_file(user, repo_id, rev, filename, head=False, kind="datasets")
+
+        def head_dataset_resolve(self, user, repo_id, rev, filename, query) -> None:
+            self._serve_file(user, repo_id, rev, filename, head=True, kind="datasets")
+
     return Handler
+
+
+def _under(path: str, prefix: str, recursive: bool) -> bool:
+    """Is ``path`` listed by a tree call on folder ``prefix`` (directly, or anywhere below when recursive)?"""
+    if prefix and not path.startswith(prefix + "/"):
+        return False
+    rest = path[len(prefix) + 1:] if prefix else path
+    return recursive or "/" not in rest
 
 
 _REPO = r"([\w.-]+/[\w.-]+)"
@@ -307,7 +359,7 @@ ROUTES = [
     (r"/api/repos/create", "post_create"),
     (r"/api/validate-yaml", "post_validate_yaml"),
     (rf"/api/models/{_REPO}(?:/revision/(.+))?", "get_info"),
-    (rf"/api/models/{_REPO}/tree/([^/]+)", "get_tree"),
+    (rf"/api/models/{_REPO}/tree/([^/]+)(/.*)?", "get_tree"),
     (rf"/api/models/{_REPO}/preupload/(.+)", "post_preupload"),
     (rf"/api/models/{_REPO}/commit/(.+)", "post_commit"),
     (rf"/{_REPO}\.git/info/lfs/objects/batch", "post_lfs_batch"),
@@ -315,4 +367,9 @@ ROUTES = [
     (r"/lfs-storage/([0-9a-f]{64})", "put_lfs_storage"),
     (rf"/{_REPO}/resolve/([^/]+)/(.+)", "get_resolve"),
     (rf"/{_REPO}/resolve/([^/]+)/(.+)", "head_resolve"),
+    (rf"/api/datasets/{_REPO}(?:/revision/(.+))?", "get_dataset_info"),
+    (rf"/api/datasets/{_REPO}/tree/([^/]+)(/.*)?", "get_dataset_tree"),
+    (rf"/api/datasets/{_REPO}/paths-info/([^/]+)", "post_paths_info"),
+    (rf"/datasets/{_REPO}/resolve/([^/]+)/(.+)", "get_dataset_resolve"),
+    (rf"/datasets/{_REPO}/resolve/([^/]+)/(.+)", "head_dataset_resolve"),
 ]

@@ -6,11 +6,9 @@ every unknown key (with the closest valid key), wrong type and out-of-range valu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .validate import build
 
 CONFIG_FILENAME = "dermdiff_config.yaml"
 PACKAGED_CONFIGS = Path(__file__).parent.parent / "configs"
@@ -27,14 +26,8 @@ def _opt(default: Any = None, *, choices: tuple | None = None, min: float | None
          max: float | None = None, help: str = "") -> Any:
     meta = {"choices": choices, "min": min, "max": max, "help": help}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: _copy(d), metadata=meta)
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def _copy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
 
 
 @dataclass
@@ -46,9 +39,24 @@ class ModelConfig:
     allow_pickle: bool = _opt(False, help="allow loading .bin/.ckpt/.pt weights (pickle); off by default")
 
 
+PRESETS = ("isic_archive", "isic2020", "ham10000", "fitzpatrick17k", "ddi", "pad_ufes_20")
+TONE_GROUPS = ("lighter", "brown", "darker")  # the paper's three groups, lightest first
+FITZPATRICK_GROUPS = {"1": "lighter", "2": "lighter", "3": "brown", "4": "brown", "5": "darker", "6": "darker"}
+
+
 @dataclass
 class DataConfig:
-    dir: str | None = _opt(None, help="imagefolder with metadata.csv or metadata.jsonl")
+    dir: str | None = _opt(None, help="imagefolder with metadata.csv or metadata.jsonl, or a preset's download")
+    preset: str | None = _opt(None, choices=PRESETS, help="a public dataset's layout, classes, tones and terms")
+    metadata: str | None = _opt(None, help="metadata file (.csv, .jsonl, .parquet); relative to data.dir")
+    images: list[str] = _opt([], help="image folder(s), relative to data.dir (default: the metadata's folder)")
+    dataset: str | None = _opt(None, help="Hub dataset user/name[@rev] or local dataset (datasets.load_dataset)")
+    split: str = _opt("train", help="split of data.dataset")
+    image_column: str = _opt("auto", help="image column of data.dataset ('auto': the first image feature)")
+    tones: str | None = _opt(None, help="the audit's tones.csv: ITA tone groups for rows without a given tone")
+    unknown_tone: str = _opt("estimate", choices=("estimate", "drop"), help="rows without a given tone: estimate (data.tones) or drop")
+    fitzpatrick_groups: dict[str, str] = _opt(dict(FITZPATRICK_GROUPS), help="Fitzpatrick type 1-6 -> group "
+                                              "(unlisted types: I-II lighter, III-IV brown, V-VI darker)")
     file_column: str = _opt("auto", help="column naming the image file; 'auto' = file_name or image_name")
     caption_column: str = _opt("text", help="caption column, used when prompts.template is empty")
     resolution: int = _opt(512, min=8, max=4096)
@@ -175,9 +183,31 @@ def _cross_checks(cfg: Config) -> list[str]:
         errors.append(f"optim.betas: expected 2 numbers, got {cfg.optim.betas!r}")
     if not cfg.prompts.template and not cfg.data.caption_column:
         errors.append("prompts.template is empty and data.caption_column is empty: set one of them")
+    errors.extend(data_errors(cfg.data))
     if cfg.speed.cache_latents == "on" and not cfg.data.center_crop:
         errors.append("speed.cache_latents=on with data.center_crop=false would freeze one random crop: "
                       "use cache_latents=auto/off or center_crop=true")
+    return errors
+
+
+def data_errors(d: DataConfig) -> list[str]:
+    errors = []
+    if d.dataset and (d.dir or d.metadata or d.preset or d.images):
+        errors.append("data.dataset (a datasets.load_dataset source) excludes data.dir, data.metadata, "
+                      "data.images and data.preset: set one kind of source")
+    if d.preset and not (d.dir or d.metadata):
+        errors.append(f"data.preset={d.preset} needs data.dir: the folder you downloaded the dataset to")
+    if d.images and not (d.dir or d.metadata):
+        errors.append("data.images needs data.metadata (the file that lists the images)")
+    if d.tones and Path(d.tones).suffix not in (".csv", ".jsonl"):
+        errors.append(f"data.tones: {d.tones!r} is not the audit's tones .csv/.jsonl file")
+    if set(d.fitzpatrick_groups) - set(FITZPATRICK_GROUPS):
+        errors.append(f"data.fitzpatrick_groups: keys must be Fitzpatrick types 1-6 (types left out keep "
+                      f"their default group), got {', '.join(sorted(d.fitzpatrick_groups))}")
+    bad = sorted({v for v in d.fitzpatrick_groups.values() if v not in TONE_GROUPS})
+    if bad:
+        errors.append(f"data.fitzpatrick_groups: {', '.join(bad)} is not a tone group "
+                      f"({', '.join(TONE_GROUPS)})")
     return errors
 
 
@@ -195,13 +225,16 @@ def parse_overrides(overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it, e.g. "
-                              f"{key.strip()}='\"...\"'") from None
+        node[parts[-1]] = _yaml_value(raw)
     return nested
+
+
+def _yaml_value(raw: str) -> Any:
+    """An override's value as YAML; text that is not valid YAML (``{dx} on {skin_tone} skin``) stays text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
 
 
 def resolve_config_path(path: str | os.PathLike) -> Path:
@@ -233,7 +266,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
 
 def from_dict(data: dict) -> Config:
     errors: list[str] = []
-    cfg = _build(Config, data, "", errors)
+    cfg = build(Config, data, "", errors)
     if not errors:
         errors.extend(_cross_checks(cfg))
     if errors:
@@ -271,99 +304,3 @@ def _deep_merge(base: dict, extra: dict) -> None:
             _deep_merge(base[key], value)
         else:
             base[key] = value
-
-
-def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
-    if not isinstance(data, dict):
-        errors.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid: {', '.join(fields)})"
-            errors.append(f"unknown key '{prefix}{key}'{hint}")
-    values = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        if dataclasses.is_dataclass(hints[name]):
-            values[name] = _build(hints[name], data[name], f"{prefix}{name}.", errors)
-        else:
-            values[name] = _check_value(f"{prefix}{name}", data[name], hints[name], f.metadata, errors)
-    return cls(**values)
-
-
-def _check_value(key: str, value: Any, hint: Any, meta: dict, errors: list[str]) -> Any:
-    if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans: give back the choice's word
-        words = [w for w in (("on", "yes") if value else ("off", "no")) if w in (meta.get("choices") or ())]
-        value = words[0] if words else value
-    ok, value = _coerce(value, hint)
-    if not ok:
-        errors.append(f"{key}: expected {_type_name(hint)}, got {value!r}")
-        return value
-    if value is None:
-        return value
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint_txt = f" (did you mean {close[0]!r}?)" if close else ""
-        errors.append(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{hint_txt}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            errors.append(f"{key}: {value!r} is out of range [{lo}, {hi}]")
-    return value
-
-
-def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return True, None
-        for arg in args:
-            if arg is not type(None):
-                ok, coerced = _coerce(value, arg)
-                if ok:
-                    return True, coerced
-        return False, value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        items = [_coerce(v, args[0]) for v in value]
-        return all(ok for ok, _ in items), [v for _, v in items]
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False, value
-        items = {str(k): _coerce(v, args[1]) for k, v in value.items()}
-        return all(ok for ok, _ in items.values()), {k: v for k, (_, v) in items.items()}
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return (isinstance(value, int) and not isinstance(value, bool)), value
-    if hint is float:
-        if isinstance(value, str):
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)), (
-            float(value) if isinstance(value, (int, float)) else value)
-    if hint is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, str(value)
-        return isinstance(value, str), value
-    return True, value
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if origin is list:
-        return f"a list of {_type_name(args[0])}"
-    if origin is dict:
-        return "a mapping"
-    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number",
-            str: "a string"}.get(hint, str(hint))

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..core.errors import DataError
 from ..core.fsutil import atomic_path
@@ -64,6 +63,9 @@ def _digest(description: dict) -> str:
 def latents_description(model_folder: Path, index: data.DatasetIndex, data_cfg, dtype) -> dict:
     images = []
     for r in index.records:
+        if r.path is None:  # inside a dataset table: its revision sha (or local fingerprint) and row key
+            images.append([index.origin.get("cache_key"), r.key])
+            continue
         st = r.path.stat()
         images.append([str(r.path.resolve()), st.st_size, st.st_mtime_ns])
     return {"format": FORMAT, "model": str(Path(model_folder).resolve()),
@@ -99,11 +101,9 @@ def _chunks(n: int) -> list[tuple[int, int]]:
 
 def _pixels(record: data.Record, data_cfg, flip: bool) -> np.ndarray:
     try:
-        with Image.open(record.path) as im:
-            im.load()
-            return data.transform(im, data_cfg.resolution, True, flip)
+        return data.transform(record.open(), data_cfg.resolution, True, flip)
     except OSError as exc:
-        raise DataError(f"image {record.path} is unreadable: {exc}") from None
+        raise DataError(f"image {record.path or record.key} is unreadable: {exc}") from None
 
 
 def encode_latents(vae, index: data.DatasetIndex, data_cfg, device, dtype, progress: bool = True) -> dict:

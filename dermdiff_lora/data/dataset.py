@@ -1,15 +1,16 @@
-"""Dataset loading: an imagefolder with metadata.csv / metadata.jsonl → captioned, transformed tensors.
+"""Training rows: any source (``sources``) → rows with a tone (``tones``) and a caption → tensors.
 
-Images are read with PIL and turned into tensors with numpy/torch (no torchvision). The input folder is
-only ever read.
+Images are read with PIL and turned into tensors with numpy/torch (no torchvision). Inputs are only ever
+read. ``prepare`` is what training calls: it completes the prompt value maps (a preset's class words, then
+the data's own values for template columns without a map) so grids, rebalancing and the card see every
+class the data has.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import dataclasses
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,117 +18,144 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import DataError
-from ..core.prompts import PromptBuilder, normalize_value
+from ..core.prompts import PromptBuilder, from_config, normalize_value
+from . import presets, sources, tones
+from .tables import (
+    FILE_COLUMNS,
+    IMAGE_SUFFIXES,
+    ImageRef,
+    InTable,
+    Table,
+    find_image,
+    find_metadata,
+    open_image,
+    pick_file_column,
+    read_table,
+)
 
+__all__ = ["FILE_COLUMNS", "IMAGE_SUFFIXES", "find_image", "pick_file_column", "read_metadata", "index_dataset",
+           "prepare", "Record", "DatasetIndex"]
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-FILE_COLUMNS = ("file_name", "image_name", "image", "file", "filename")
 
 
 @dataclass
 class Record:
-    path: Path
+    path: Path | None  # None for an image stored inside a dataset table
     caption: str
     row: dict
+    key: str = ""  # the metadata's file value: joins the audit's tones, names skipped images
+    image: ImageRef | None = None
+
+    def open(self) -> Image.Image:
+        return open_image(self.image if self.image is not None else self.path)
 
 
 @dataclass
 class DatasetIndex:
-    """The usable records of a folder, with what was skipped and why."""
+    """The usable records of a source, with what was skipped or left out and why (``report``)."""
 
-    folder: Path
+    folder: Path | None
     records: list[Record]
     skipped: dict[str, str] = field(default_factory=dict)
+    origin: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
 
     def groups(self, columns: list[str]) -> list[tuple[str, ...]]:
         return [tuple(normalize_value(r.row.get(c)) for c in columns) for r in self.records]
 
 
 def read_metadata(folder: str | Path) -> tuple[list[dict], Path]:
-    """Rows of ``metadata.jsonl`` or ``metadata.csv`` in ``folder``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"dataset folder {folder} does not exist (set data.dir to an imagefolder)")
-    for name in ("metadata.jsonl", "metadata.csv"):
-        path = folder / name
-        if path.is_file():
-            break
-    else:
-        raise DataError(f"{folder} has no metadata.jsonl or metadata.csv (one row per image, with a "
-                        "file_name or image_name column)")
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        else:
-            with path.open(newline="") as fh:
-                rows = list(csv.DictReader(fh))
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot parse: {exc}") from None
-    if not rows:
-        raise DataError(f"{path} has no rows: the dataset is empty")
-    return rows, path
+    """Rows (strings) of ``metadata.jsonl``, ``metadata.csv`` or ``metadata.parquet`` in ``folder``."""
+    path = find_metadata(Path(folder))
+    return read_table(path), path
 
 
-def pick_file_column(columns: list[str], configured: str, source: Path) -> str:
-    if configured != "auto":
-        if configured not in columns:
-            raise DataError(f"{source}: data.file_column {configured!r} not found; "
-                            f"available columns: {', '.join(columns)}")
-        return configured
-    for name in FILE_COLUMNS:
-        if name in columns:
-            return name
-    raise DataError(f"{source}: no image file column ({' / '.join(FILE_COLUMNS)}); available columns: "
-                    f"{', '.join(columns)}. Set data.file_column")
-
-
-def find_image(folder: Path, name: str) -> Path | None:
-    """``name`` as given, or a file stem (ISIC's image_name) with a known image suffix."""
-    path = folder / name
-    if path.is_file():
-        return path
-    if not Path(name).suffix:
-        for suffix in IMAGE_SUFFIXES:
-            for candidate in (folder / f"{name}{suffix}", folder / f"{name}{suffix.upper()}"):
-                if candidate.is_file():
-                    return candidate
-    return None
+def prepare(cfg):
+    """``(cfg, builder, index)`` for training: value maps completed and recorded in the returned config."""
+    maps = {k: dict(v) for k, v in cfg.prompts.value_maps.items()}
+    if cfg.data.preset:
+        preset = presets.PRESET_TABLE[cfg.data.preset]
+        if preset.class_words and preset.classes_column not in maps:
+            maps[preset.classes_column] = dict(preset.class_words)
+    builder = PromptBuilder(cfg.prompts.template or "", maps)
+    index = index_dataset(cfg.data, builder)
+    for column in builder.columns:
+        if column not in maps:
+            maps[column] = {v: v for v in sorted({normalize_value(r.row.get(column)) for r in index.records})}
+    cfg = dataclasses.replace(cfg, prompts=dataclasses.replace(cfg.prompts, value_maps=maps))
+    return cfg, from_config(cfg.prompts), index
 
 
 def index_dataset(data_cfg, builder: PromptBuilder) -> DatasetIndex:
-    """Resolve every metadata row to an image file and a caption; bad images error or are skipped."""
-    folder = Path(data_cfg.dir) if data_cfg.dir else None
-    if folder is None:
-        raise DataError("data.dir is not set: point it at an imagefolder with metadata.csv/jsonl")
-    rows, source = read_metadata(folder)
-    columns = list(rows[0])
-    file_col = pick_file_column(columns, data_cfg.file_column, source)
-    caption_cols = builder.columns if builder.template else [data_cfg.caption_column]
-    missing = [c for c in caption_cols if c not in columns]
+    """Resolve every row to an image, a tone and a caption; bad images error or are skipped, rows without
+    a tone or a needed value are left out and counted."""
+    table = sources.load_table(data_cfg)
+    source = table.origin.get("metadata") or table.origin.get("dataset") or "the metadata"
+    needed = builder.columns if builder.template else [data_cfg.caption_column]
+    need_tone = data_cfg.tone_column in needed or data_cfg.balance != "none"
+    columns = list(dict.fromkeys(k for r in table.rows for k in r))
+    missing = [c for c in needed if c not in columns and not (need_tone and c == data_cfg.tone_column)]
     if missing:
         what = "prompt template" if builder.template else "data.caption_column"
         raise DataError(f"{source}: column(s) {', '.join(missing)} needed by the {what} not found; "
                         f"available columns: {', '.join(columns)}")
-    index = DatasetIndex(folder, [])
+    if need_tone:
+        tones.resolve_tones(table, data_cfg, builder.value_maps.get(data_cfg.tone_column), source)
+    for column in needed:
+        table.keep([bool(r.get(column)) for r in table.rows], f"no {column} value")
+    index = _records(table, data_cfg, builder)
+    index.report = _report(table, index, data_cfg, builder)
+    return index
+
+
+def _records(table: Table, data_cfg, builder: PromptBuilder) -> DatasetIndex:
+    folder = Path(data_cfg.dir) if data_cfg.dir else None
+    index = DatasetIndex(folder, [], dict(table.missing), table.origin)
     skip = data_cfg.on_bad_image == "skip"
-    for row in rows:
-        name = str(row.get(file_col) or "")
-        path = find_image(folder, name)
-        problem = None if path else f"image {folder / name} not found"
-        if path and (problem := _check_image(path)) is None:
+    for row, ref, key in zip(table.rows, table.images, table.keys):
+        path = ref if isinstance(ref, Path) else None
+        problem = None if isinstance(ref, InTable) else _check_image(ref)
+        if problem is None:
             caption = builder.build(row) if builder.template else str(row.get(data_cfg.caption_column) or "")
-            index.records.append(Record(path, caption, row))
+            index.records.append(Record(path, caption, row, key, ref))
             if data_cfg.max_samples and len(index.records) >= data_cfg.max_samples:
                 break
             continue
         if not skip:
             raise DataError(f"{problem} (set data.on_bad_image=skip to skip bad images)")
-        index.skipped[name] = problem
+        index.skipped[key] = problem
     if index.skipped:
         log.warning("skipped %d bad image(s): %s", len(index.skipped), ", ".join(list(index.skipped)[:5]))
+    if table.left_out:
+        log.warning("left out %s", "; ".join(f"{n} ({why})" for why, n in table.left_out.items()))
     if not index.records:
-        raise DataError(f"{folder}: no usable images ({len(index.skipped)} skipped)")
+        raise DataError(f"{folder or index.origin.get('dataset')}: no usable images ({len(index.skipped)} skipped, "
+                        f"{sum(table.left_out.values())} left out: {dict(table.left_out)})")
     return index
+
+
+def _report(table: Table, index: DatasetIndex, data_cfg, builder: PromptBuilder) -> dict:
+    """What training used, for the summary and the card: source, counts (tone words), tone sources, licence."""
+    report = {"source": table.origin, "images": len(index.records), "left_out": dict(table.left_out),
+              "skipped_images": len(index.skipped), "tone": table.tone}
+    tone_col, diag_col = data_cfg.tone_column, data_cfg.diagnosis_column
+    rows = [r.row for r in index.records]
+    words = builder.value_maps.get(tone_col) or {}
+    tone_of = {id(r): words.get(normalize_value(r.get(tone_col)), normalize_value(r.get(tone_col))) for r in rows}
+    if rows and tone_col in rows[0] and diag_col in rows[0]:
+        counts: dict = defaultdict(Counter)
+        for r in rows:
+            counts[tone_of[id(r)]][r[diag_col]] += 1
+        report["tone_x_diagnosis"] = {t: dict(c) for t, c in counts.items()}
+        report["diagnosis_column"] = diag_col
+    if table.tone:  # counted over the rows used (rows left out for another reason are not in them)
+        sources = Counter(r.get("tone_source", "") for r in rows)
+        table.tone.update(given=sources["given"], estimated=sources["estimated"])
+        table.tone["by_group"] = {t: dict(Counter(r.get("tone_source", "") for r in rows if tone_of[id(r)] == t))
+                                  for t in dict.fromkeys(tone_of.values())}
+    if data_cfg.preset:
+        report["licence"] = presets.licence_summary(presets.PRESET_TABLE[data_cfg.preset], rows)
+    return report
 
 
 def _check_image(path: Path) -> str | None:
@@ -191,11 +219,9 @@ class ImageCaptionDataset:
         rng = np.random.default_rng(sample_seed)
         flip = bool(self.cfg.random_flip and rng.random() < 0.5)
         try:
-            with Image.open(record.path) as im:
-                im.load()
-                pixels = transform(im, self.cfg.resolution, self.cfg.center_crop, flip, rng)
+            pixels = transform(record.open(), self.cfg.resolution, self.cfg.center_crop, flip, rng)
         except OSError as exc:
-            raise DataError(f"image {record.path} is unreadable: {exc}") from None
+            raise DataError(f"image {record.path or record.key} is unreadable: {exc}") from None
         return {"pixel_values": torch.from_numpy(pixels), "input_ids": tokenize(self.tokenizer, record.caption),
                 "index": i, "flip": flip, "seed": sample_seed}
 

@@ -51,6 +51,7 @@ class Facts:
     evals: dict[str, Any] | None
     downstream: dict[str, Any] | None
     grid: str | None  # path relative to the folder
+    data: dict | None = None  # what training read (summary.json "data": source, tone sources, licence)
 
 
 def find_grid(folder: str | os.PathLike) -> Path | None:
@@ -92,31 +93,70 @@ def read_facts(folder: str | os.PathLike, *, audit: str | os.PathLike | None = N
     template = meta.get("prompt_template") or (cfg.prompts.template if cfg else None)
     maps = meta.get("value_maps") or (cfg.prompts.value_maps if cfg else {})
     builder = PromptBuilder(template, maps) if template else None
-    audit = Path(audit) if audit else find_audit(folder, cfg)
+    summary = _read_json(folder / SUMMARY_FILE) if (folder / SUMMARY_FILE).is_file() else {}
+    data = summary.get("data") or None
+    explicit = Path(audit) if audit else (folder / AUDIT_FILE if (folder / AUDIT_FILE).is_file() else None)
+    if explicit is None and data and data.get("tone_x_diagnosis"):
+        counts, source = run_counts(data, builder, cfg), run_source(data)
+    else:
+        counts, source = tone_counts(cfg, builder, explicit or find_audit(folder, cfg))
     evals = Path(eval_results) if eval_results else next(
         (folder / name for name in EVAL_FILES if (folder / name).is_file()), folder / EVAL_FILES[0])
-    counts, source = tone_counts(cfg, builder, audit)
     grid = find_grid(folder)
     return Facts(kind=kind, base=meta.get("base_model") or (cfg.model.base if cfg else "") or "unknown",
                  revision=meta.get("base_revision") or (cfg.model.revision if cfg else None), meta=meta, cfg=cfg,
-                 summary=_read_json(folder / SUMMARY_FILE) if (folder / SUMMARY_FILE).is_file() else {},
-                 builder=builder, counts=counts, counts_source=source,
+                 summary=summary, builder=builder, counts=counts, counts_source=source,
                  evals=_read_json(evals) if evals.is_file() or eval_results else None,
                  downstream=_read_json(down) if (down := Path(downstream or folder / DOWNSTREAM_FILE)).is_file()
                  or downstream else None,
-                 grid=grid.relative_to(folder).as_posix() if grid else None)
+                 grid=grid.relative_to(folder).as_posix() if grid else None, data=data)
 
 
 # -------------------------------------------------------------------------------------------- counts
-def tone_counts(cfg, builder: PromptBuilder | None, audit: Path | None) -> tuple[dict | None, str]:
-    """``{tone word: {diagnosis word: n}}`` from an audit JSON, else from the training metadata."""
-    tone_col = cfg.data.tone_column if cfg else "skin_tone"
-    diag_col = cfg.data.diagnosis_column if cfg else "benign_malignant"
-
+def _word_fn(builder: PromptBuilder | None):
     def word(column: str, value: object) -> str:
         key = normalize_value(value)
         return str((builder.value_maps.get(column) or {}).get(key, key) if builder else key) or "missing"
 
+    return word
+
+
+def run_counts(data: dict, builder: PromptBuilder | None, cfg) -> dict[str, dict[str, int]]:
+    """``{tone word: {diagnosis word: n}}`` of the images training used (its summary's ``data``)."""
+    tone_col = cfg.data.tone_column if cfg else "skin_tone"
+    diag_col = data.get("diagnosis_column") or (cfg.data.diagnosis_column if cfg else "benign_malignant")
+    word = _word_fn(builder)
+    table: dict[str, Counter] = defaultdict(Counter)
+    for tone, row in data["tone_x_diagnosis"].items():
+        for diag, n in row.items():
+            table[word(tone_col, tone)][word(diag_col, diag)] += int(n)
+    known = ([list(dict.fromkeys((builder.value_maps.get(c) or {}).values())) for c in (tone_col, diag_col)]
+             if builder else [[], []])
+    return _ordered(table, *known)
+
+
+def run_source(data: dict) -> str:
+    """Where the counts and each image's tone came from, in words (no local paths)."""
+    src = data.get("source") or {}
+    what = {"preset": f"the {src.get('title', src.get('preset'))} preset",
+            "datasets": f"the dataset {src.get('dataset')}" + (f" at commit {src['sha'][:12]}" if src.get("sha") else ""),
+            }.get(src.get("kind"), f"the training metadata ({src.get('metadata', 'metadata')})")
+    text = f"of the {data.get('images')} images training used, read from {what}"
+    tone = data.get("tone") or {}
+    parts = []
+    if tone.get("given"):
+        parts.append(f"{tone['given']} given by {tone.get('given_by')}")
+    if tone.get("estimated"):
+        parts.append(f"{tone['estimated']} estimated by the {tone.get('estimated_by')}")
+    parts += [f"{n} left out ({why})" for why, n in (data.get("left_out") or {}).items()]
+    return text + (f"; skin tone: {'; '.join(parts)}" if parts else "")
+
+
+def tone_counts(cfg, builder: PromptBuilder | None, audit: Path | None) -> tuple[dict | None, str]:
+    """``{tone word: {diagnosis word: n}}`` from an audit JSON, else from the training metadata."""
+    tone_col = cfg.data.tone_column if cfg else "skin_tone"
+    diag_col = cfg.data.diagnosis_column if cfg else "benign_malignant"
+    word = _word_fn(builder)
     known = ([list(dict.fromkeys((builder.value_maps.get(c) or {}).values())) for c in (tone_col, diag_col)]
              if builder else [[], []])
     if audit is not None:

@@ -213,8 +213,38 @@ def _data(f: Facts) -> str:
     return (f"## Training data\n\nSkin tone × diagnosis counts, {f.counts_source}:\n\n"
             + _table(["skin tone", *diags, "total", "share"], rows)
             + f"\n\nThe smallest group is {tone} × {diag} with {n} image(s); outputs for small groups are the "
-            "least reliable. In DermDiff the tone groups come from thresholds on the Individual Typology Angle "
-            "(ITA) of the skin colour; they are not Fitzpatrick types.")
+            f"least reliable. {_measures(f)}" + _terms(f))
+
+
+def _measures(f: Facts) -> str:
+    tone = (f.data or {}).get("tone") or {}
+    if tone.get("given") and "Fitzpatrick" in str(tone.get("given_by")):
+        est = f" and {tone['estimated']} from the Individual Typology Angle (ITA) of the skin colour" \
+            if tone.get("estimated") else ""
+        return (f"Here {tone['given']} images got their tone group from their Fitzpatrick type{est}. Fitzpatrick "
+                "type (a questionnaire about burning and tanning) and ITA (a colour measurement) are different "
+                "measures; DermDiff's groups are ITA thresholds, so the two kinds of group are not interchangeable.")
+    text = ("In DermDiff the tone groups come from thresholds on the Individual Typology Angle (ITA) of the skin "
+            "colour; they are not Fitzpatrick types.")
+    if tone.get("given"):
+        text += f" Here {tone['given']} images' groups were given by {tone.get('given_by')}."
+    return text
+
+
+def _terms(f: Facts) -> str:
+    lic = (f.data or {}).get("licence")
+    if not lic:
+        return ""
+    text = (f"\n\n### Terms of the training data\n\nTrained on {lic['dataset']}: {lic['name']} ({lic['url']}). "
+            f"Cite: {lic['citation']}.")
+    if lic.get("per_image"):
+        text += "\n\n" + _table(["licence of the training images", "images"], list(map(list, lic["per_image"].items())))
+    if lic.get("attributions"):
+        text += "\n\nAttributions:\n\n" + "\n".join(f"- {a} ({n} images)" for a, n in lic["attributions"].items())
+    if lic.get("non_commercial"):
+        text += ("\n\n**Non-commercial.** Training images under a non-commercial licence (or terms) bind this "
+                 "model: use it, and images made with it, for non-commercial purposes only.")
+    return text
 
 
 def _evaluation(f: Facts) -> str:

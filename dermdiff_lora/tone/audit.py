@@ -16,9 +16,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..core.config import DataConfig, data_errors
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
+from ..core.hubio import is_hub_id
 from ..data import dataset as data
+from ..data.sources import load_table
+from ..data.tables import InTable, open_image
 from .skintone import STRATEGIES, GrayscaleError, ToneEstimate, estimate_ita, get_scheme
 
 FILE_COLUMNS = ("file_name", "image_name")
@@ -43,7 +47,7 @@ def read_metadata(dataset_dir: str | os.PathLike) -> tuple[Path, list[str], list
     return path, columns, [{k: "" if row.get(k) is None else str(row.get(k)) for k in columns} for row in rows]
 
 
-def pick_column(columns: list[str], wanted: str, path: Path) -> str:
+def pick_column(columns: list[str], wanted: str, path: Path | str) -> str:
     """``wanted`` if present; ``"auto"`` picks the first of FILE_COLUMNS. DataError lists the columns."""
     candidates = FILE_COLUMNS if wanted == "auto" else (wanted,)
     for name in candidates:
@@ -54,17 +58,15 @@ def pick_column(columns: list[str], wanted: str, path: Path) -> str:
     )
 
 
-def resolve_images(folder: Path, rows: list[dict], column: str, metadata: Path) -> list[Path]:
-    """The image of every row; DataError names the missing ones."""
-    paths = [data.find_image(folder, row[column]) for row in rows]
-    missing = [row[column] for row, p in zip(rows, paths) if p is None]
-    if missing:
-        raise DataError(
-            f"{len(missing)} image(s) listed in {metadata} are not in {folder}: "
-            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; fix the "
-            f"'{column}' column or add the files"
-        )
-    return paths  # type: ignore[return-value]
+def data_config(dataset: str | os.PathLike | None = None, **keys) -> DataConfig:
+    """The data section for a dataset folder (or Hub id, ``dataset=``) plus data.* keys (``preset=`` ...)."""
+    if dataset is not None and "dataset" not in keys and "dir" not in keys:
+        local = Path(dataset).expanduser()
+        keys["dataset" if not local.exists() and is_hub_id(str(dataset)) else "dir"] = str(dataset)
+    errors = data_errors(DataConfig(**keys))
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return DataConfig(**keys)
 
 
 @dataclass
@@ -120,10 +122,10 @@ class AuditResult:
         )
 
 
-def _estimate_one(job: tuple[str, str, str, object]) -> dict:
-    path, name, strategy, scheme = job
+def _estimate_one(job: tuple[object, str, str, object]) -> dict:
+    ref, name, strategy, scheme = job
     try:
-        est = estimate_ita(path, strategy, scheme)
+        est = estimate_ita(open_image(ref) if isinstance(ref, InTable) else str(ref), strategy, scheme)
     except GrayscaleError as exc:
         est = ToneEstimate(
             None, None, scheme.name, math.nan, strategy, 0.0, 0.0, undetermined_reason=str(exc)
@@ -238,21 +240,34 @@ def _write_rows(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _output_path(folder: Path, out_path: str | os.PathLike | None) -> Path:
-    out = Path(f"{folder.resolve()}_audit") / "tones.csv" if out_path is None else Path(out_path).resolve()
+def _output_path(base: Path, out_path: str | os.PathLike | None, inputs: list[Path]) -> Path:
+    out = Path(f"{base.resolve()}_audit") / "tones.csv" if out_path is None else Path(out_path).resolve()
     if out.suffix not in (".csv", ".jsonl"):
         raise ConfigError(f"audit output {out} must end in .csv or .jsonl")
-    if out.is_relative_to(folder.resolve()):
-        raise DataError(
-            f"audit output {out} is inside the dataset folder {folder}; the input is never "
-            "modified, pick a path outside it"
-        )
+    for folder in inputs:
+        if out.is_relative_to(folder.resolve()):
+            raise DataError(
+                f"audit output {out} is inside the dataset folder {folder}; the input is never "
+                "modified, pick a path outside it"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
+def _inputs(table, data_cfg: DataConfig) -> tuple[Path, list[Path]]:
+    """(the folder the default output sits beside, every input folder the output must stay out of)."""
+    folders = {p.parent for p in table.images if isinstance(p, Path)}
+    if data_cfg.dir:
+        base = Path(data_cfg.dir).expanduser()
+    elif data_cfg.metadata:
+        base = Path(data_cfg.metadata).expanduser().parent
+    else:
+        base = Path.cwd() / Path(str(data_cfg.dataset).split("@")[0]).name
+    return base, sorted(folders | ({base} if base.is_dir() else set()))
+
+
 def audit_dataset(
-    dataset_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None,
     out_path: str | os.PathLike | None = None,
     *,
     file_column: str = "auto",
@@ -261,10 +276,13 @@ def audit_dataset(
     scheme: str | tuple = "paper",
     workers: int = 2,
     progress: bool = True,
+    data_cfg: DataConfig | None = None,
 ) -> AuditResult:
     """Estimate every image's ITA and write, beside ``out_path`` (default ``<dataset_dir>_audit/tones.csv``):
-    the per-image file (``.csv`` or ``.jsonl``), ``<stem>_chart.png`` and ``<stem>_summary.json``.
+    the per-image file (``.csv`` or ``.jsonl``, keyed by the metadata's file value), ``<stem>_chart.png``
+    and ``<stem>_summary.json``.
 
+    ``data_cfg`` (a preset, metadata + image folders, a ``datasets`` dataset) replaces ``dataset_dir``.
     ``workers`` > 1 estimates in that many processes. Tones are listed lightest first.
     """
     if strategy not in STRATEGIES or workers < 1:
@@ -272,32 +290,27 @@ def audit_dataset(
             f"audit: strategy={strategy!r} must be one of {STRATEGIES} and workers={workers} >= 1"
         )
     tone_scheme = get_scheme(scheme)
-    folder = Path(dataset_dir)
-    metadata, columns, rows = read_metadata(folder)
-    file_col = pick_column(columns, file_column, metadata)
-    diag_col = pick_column(columns, diagnosis_column, metadata)
-    out = _output_path(folder, out_path)
-    images = resolve_images(folder, rows, file_col, metadata)
-    jobs = [(str(p), row[file_col], strategy, tone_scheme) for p, row in zip(images, rows)]
+    data_cfg = data_cfg or data_config(dataset_dir, file_column=file_column)
+    table = load_table(data_cfg)
+    source = table.origin.get("metadata") or table.origin.get("dataset")
+    columns = list(dict.fromkeys(k for row in table.rows for k in row))
+    diag_col = pick_column(columns, diagnosis_column, source)
+    base, inputs = _inputs(table, data_cfg)
+    out = _output_path(base, out_path, inputs)
+    jobs = [(ref, key, strategy, tone_scheme) for ref, key in zip(table.images, table.keys)]
     results = list(_estimate_all(jobs, workers, progress))
-    for result, row in zip(results, rows):
+    for result, row in zip(results, table.rows):
         result["diagnosis"] = row[diag_col] or "(missing)"
     tones = list(reversed(tone_scheme.names))
     if any(r["category"] is None for r in results):
         tones.append(UNDETERMINED)
-    table, diagnoses, ratio, empty = count_table(results, tones)
-    settings = {
-        "dataset_dir": str(folder),
-        "metadata": str(metadata),
-        "file_column": file_col,
-        "diagnosis_column": diag_col,
-        "strategy": strategy,
-        "scheme": tone_scheme.name,
-        "scheme_boundaries": list(tone_scheme.boundaries),
-        "images": len(results),
-        "undetermined": sum(r["ita"] is None for r in results),
-    }
-    audit = AuditResult(results, table, tones, diagnoses, ratio, empty, settings)
+    table_counts, diagnoses, ratio, empty = count_table(results, tones)
+    settings = {"dataset_dir": str(data_cfg.dir or data_cfg.dataset or base), "metadata": str(source),
+                "source": table.origin, "file_column": table.file_column, "diagnosis_column": diag_col,
+                "strategy": strategy, "scheme": tone_scheme.name, "scheme_boundaries": list(tone_scheme.boundaries),
+                "images": len(results), "undetermined": sum(r["ita"] is None for r in results),
+                "left_out": dict(table.left_out)}
+    audit = AuditResult(results, table_counts, tones, diagnoses, ratio, empty, settings)
     audit.paths = {
         "tones": out,
         "chart": out.with_name(f"{out.stem}_chart.png"),

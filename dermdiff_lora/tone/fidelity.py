@@ -74,6 +74,17 @@ def tone_report(samples: Sequence[Sample], tone_column: str = "skin_tone",
     return report
 
 
+def tone_by_class(samples: Sequence[Sample], class_column: str, tone_column: str = "skin_tone") -> dict[str, dict]:
+    """Per diagnosis class (any number of them) and prompted tone: the share of images in the tone group."""
+    report: dict[str, dict[str, float]] = {}
+    for cls in dict.fromkeys(s.words[class_column] for s in samples):
+        mine = [s for s in samples if s.words[class_column] == cls]
+        report[cls] = {tone: sum(s.category == tone for s in group) / len(group)
+                       for tone in dict.fromkeys(s.words[tone_column] for s in mine)
+                       for group in [[s for s in mine if s.words[tone_column] == tone]]}
+    return report
+
+
 def diversity(samples: Sequence[Sample]) -> float:
     """Mean pairwise RMS pixel distance (0-255 scale) between images of the same prompt across seeds."""
     by_prompt: dict[str, list[np.ndarray]] = {}

@@ -23,8 +23,10 @@ from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
+from ..core.prompts import DEFAULT_VALUE_MAPS
 from ..generation.grid import save_png
-from .audit import pick_column, read_metadata, resolve_images
+from .audit import data_config
+from .rebalance_input import input_base, read_input, real_names
 from .rebalance_store import (
     REPORT_FILE,
     TRIES_FILE,
@@ -126,11 +128,13 @@ class RebalanceReport:
     groups: dict[str, dict]
     added: int
     path: Path
+    input: dict | None = None  # the input's rows left out and where its tones came from
 
     def to_json(self) -> str:
         """The report as JSON (what ``rebalance_report.json`` holds)."""
         totals = {k: sum(g[k] for g in self.groups.values()) for k in ("requested", "generated", "accepted")}
-        return json.dumps({"out_dir": str(self.out_dir), "totals": totals, "groups": self.groups}, indent=2)
+        return json.dumps({"out_dir": str(self.out_dir), "totals": totals, "groups": self.groups,
+                           "input": self.input}, indent=2)
 
 
 def _label(key: tuple[str, ...]) -> str:
@@ -227,6 +231,7 @@ def _fill_slot(run: _Run, gi: int, key: tuple[str, ...], index: int, slot: _Slot
                 "seed": seed,
                 "prompt": prompt,
                 "ita_estimated": f"{ita:.3f}",
+                "tone_source": "prompted (ITA-checked)",
                 run.file_column: name + run.file_suffix,
             }
             if "target" in row and "benign_malignant" in values:
@@ -263,15 +268,6 @@ def _plan(
     return all_groups, {k: lacking[k] for k in all_groups}
 
 
-def _read_input(folder: Path, groups: Sequence[str], file_column: str):
-    """(metadata path, columns, rows, file column, image paths) of the input dataset, all checked."""
-    metadata, columns, rows = read_metadata(folder)
-    file_col = pick_column(columns, file_column, metadata)
-    for column in groups:
-        pick_column(columns, column, metadata)
-    return metadata, columns, rows, file_col, resolve_images(folder, rows, file_col, metadata)
-
-
 def _check_args(groups: Sequence[str], tone_column: str, prompt_fn, max_tries: int) -> None:
     if tone_column not in groups or not 1 <= max_tries <= MAX_TRIES:
         raise ConfigError(
@@ -296,7 +292,7 @@ def _slot_names(all_groups, plan, seed: int, suffix: str, listed: set[str], meta
 
 
 def rebalance(
-    dataset_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     generate_fn: GenerateFn,
     *,
@@ -310,48 +306,45 @@ def rebalance(
     file_column: str = "auto",
     link: bool = False,
     progress: bool = True,
+    data_cfg=None,
+    value_maps: Mapping | None = None,
 ) -> RebalanceReport:
     """Write ``out_dir``: the dataset's images and rows, accepted synthetic images for the groups
     ``plan_counts`` finds lacking, and ``rebalance_report.json``. Rerunning resumes (or adds nothing).
 
-    ``target`` keys are tuples of group values (strings), e.g. ``("malignant", "2")``. ``prompt_fn(row)``
-    gets the group values; default ``default_prompt``. ``link`` hard-links real images where possible.
-    Synthetic images are ``syn<seed>_<group>_<slot>.png`` with PNG text chunks synthetic / prompt / seed.
+    ``data_cfg`` (a run's data section: preset, metadata + images, ``datasets`` dataset, audit tones)
+    replaces ``dataset_dir``; tones are read as training reads them (given, else the audit's estimate) with
+    ``value_maps`` (default: the paper's). ``target`` keys are tuples of group values (strings), e.g.
+    ``("malignant", "2")``. ``prompt_fn(row)`` gets the group values; default ``default_prompt``. ``link``
+    hard-links real images where possible. Synthetic images are ``syn<seed>_<group>_<slot>.png`` with PNG
+    text chunks synthetic / prompt / seed; the output is an imagefolder training reads as it is.
     """
     _check_args(groups, tone_column, prompt_fn, max_tries)
     tone_scheme = get_scheme(scheme)
-    folder, out = Path(dataset_dir), Path(out_dir)
-    metadata, columns, rows, file_col, images = _read_input(folder, groups, file_column)
+    data_cfg = data_cfg or data_config(dataset_dir, file_column=file_column)
+    tone_map = (value_maps or DEFAULT_VALUE_MAPS).get(tone_column)
+    table, data_cfg = read_input(data_cfg, groups, tone_column, tone_map)
+    base, out = input_base(data_cfg), Path(out_dir)
+    file_col, values, files = real_names(table)
+    rows = [{**r, file_col: value} for r, value in zip(table.rows, values)]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
     all_groups, plan = _plan(rows, groups, tone_column, tone_scheme, target)
     suffix = "" if rows and not Path(rows[0][file_col]).suffix else ".png"
-    names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, metadata)
-    settings = {"dataset_dir": str(folder.resolve()), "groups": list(groups), "seed": seed,
-                "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
-    _prepare_out(folder, out, settings)
-    _copy_real(folder, out, images, link)
+    source = Path(str(table.origin.get("metadata") or table.origin.get("dataset")))
+    names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, source)
+    settings = {"dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
+                "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
+    _prepare_out(base, out, settings)
+    _copy_real(out, list(zip(table.images, files)), link)
     fieldnames, synthetic = _init_metadata(out, columns, rows)
     slots, _ = _load_state(out, names, synthetic, file_col)
-    run = _Run(
-        out=out,
-        generate_fn=generate_fn,
-        prompt_fn=prompt_fn or default_prompt,
-        scheme=tone_scheme,
-        groups=groups,
-        tone_column=tone_column,
-        fieldnames=fieldnames,
-        file_column=file_col,
-        file_suffix=suffix,
-        seed=seed,
-        max_tries=max_tries,
-    )
-    todo = [
-        (gi, k, i, slots.get((_label(k), i), _Slot()))
-        for gi, k in enumerate(all_groups)
-        for i in range(plan[k])
-    ]
+    run = _Run(out, generate_fn, prompt_fn or default_prompt, tone_scheme, groups, tone_column, fieldnames,
+               file_col, suffix, seed, max_tries)
+    todo = [(gi, k, i, slots.get((_label(k), i), _Slot())) for gi, k in enumerate(all_groups) for i in range(plan[k])]
     todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
     added = sum(_fill_slot(run, *t) for t in tqdm(todo, desc="rebalance", unit="img", disable=not progress))
     _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
-    report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE)
+    report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE,
+                             {"left_out": dict(table.left_out), "tone": table.tone})
     atomic_write(report.path, report.to_json())
     return report

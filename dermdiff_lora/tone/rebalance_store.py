@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..core.errors import DataError
 from ..core.fsutil import atomic_write
+from ..data.tables import open_image
 
 EXTRA_COLUMNS = ("synthetic", "seed", "prompt", "ita_estimated")
 RUN_FILE, TRIES_FILE, REPORT_FILE = "rebalance_run.json", "rebalance_tries.jsonl", "rebalance_report.json"
@@ -41,9 +42,9 @@ def _csv_line(fieldnames: list[str], row: Mapping[str, object]) -> str:
     return buf.getvalue()
 
 
-def _prepare_out(folder: Path, out: Path, settings: dict) -> None:
+def _prepare_out(folder: Path | None, out: Path, settings: dict) -> None:
     """Create ``out`` with its run file, or check that an existing ``out`` holds the same run."""
-    if out.resolve() == folder.resolve() or out.resolve().is_relative_to(folder.resolve()):
+    if folder is not None and (out.resolve() == folder.resolve() or out.resolve().is_relative_to(folder.resolve())):
         raise DataError(f"rebalance output {out} is the input folder or inside it; pick a new folder")
     if out.is_dir() and any(out.iterdir()):
         run = out / RUN_FILE
@@ -61,19 +62,23 @@ def _prepare_out(folder: Path, out: Path, settings: dict) -> None:
     atomic_write(out / RUN_FILE, json.dumps(settings, indent=2))
 
 
-def _copy_real(folder: Path, out: Path, images: list[Path], link: bool) -> None:
-    """Copy (or hard-link) every real image into ``out`` under the same relative path; skip done ones."""
-    for src in images:
-        dst = out / src.relative_to(folder)
-        if dst.is_file() and dst.stat().st_size == src.stat().st_size:
+def _copy_real(out: Path, images: list[tuple[object, str]], link: bool) -> None:
+    """Copy (or hard-link) every real image into ``out`` under its name there; skip done ones. Images
+    stored inside a dataset table are saved as files."""
+    for src, name in images:
+        dst = out / name
+        if dst.is_file() and (not isinstance(src, Path) or dst.stat().st_size == src.stat().st_size):
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp = dst.with_name(f".{dst.name}.tmp{dst.suffix}")
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp) if link else shutil.copy2(src, tmp)
-        except OSError:  # another file system: copy instead
-            shutil.copy2(src, tmp)
+        if not isinstance(src, Path):
+            open_image(src).save(tmp)
+        else:
+            try:
+                os.link(src, tmp) if link else shutil.copy2(src, tmp)
+            except OSError:  # another file system: copy instead
+                shutil.copy2(src, tmp)
         os.replace(tmp, dst)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import config, prompts
+from ..core import config
 from ..core.errors import ConfigError, TrainingError
 from ..data import cache
 from . import checkpoint, modes
@@ -131,8 +131,7 @@ def setup(cfg, *, resuming: bool) -> Run:
         torch.backends.cudnn.allow_tf32 = True
     _log_safety_checker(cfg)
     parts = models.load_parts(cfg.model.base, cfg.model.revision, cfg.model.allow_pickle)
-    builder = prompts.from_config(cfg.prompts)
-    index = data.index_dataset(cfg.data, builder)
+    cfg, builder, index = data.prepare(cfg)  # value maps completed with the data's classes: saved below
     run = Run(cfg, acc, parts, builder, index, data.ImageCaptionDataset(index, cfg.data, parts.tokenizer), [])
     run.weight_dtype = _weight_dtype(cfg, acc)
     (modes.setup_lora if cfg.train.mode == "lora" else modes.setup_full)(run)
@@ -372,7 +371,7 @@ def finish(run: Run, state: dict, seconds: float) -> dict:
         "images_seen": state["images_seen"], "seconds": round(seconds, 2),
         "processes": acc.num_processes, "device": str(acc.device),
         "peak_memory_bytes": _peak_memory(acc), "skipped_images": len(run.index.skipped),
-        "dataset_images": len(run.index.records), "group_mix": run.group_mix,
+        "dataset_images": len(run.index.records), "group_mix": run.group_mix, "data": run.index.report,
         "outputs": {**outputs, "validation_grid": str(grid) if grid else None,
                     "config": str(Path(cfg.output.dir) / config.CONFIG_FILENAME)},
     }

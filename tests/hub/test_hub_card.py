@@ -124,13 +124,16 @@ def test_audit_and_eval_json_are_rendered(run):
 
 
 def test_audit_summary_beside_the_data_is_found(run, tmp_path):
-    """The skin-tone audit's summary (default ``<data>_audit/tones_summary.json``) is used automatically."""
+    """The skin-tone audit's summary (default ``<data>_audit/tones_summary.json``) is used automatically when
+    the run's summary does not record what training read (a run from before summary.json had ``data``)."""
     from dermdiff_lora.core import config
     from dermdiff_lora.hub.card import build_card
 
     cfg = config.load_saved(run)
     cfg.data.dir = str(tmp_path / "isic")
     config.save(cfg, run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "data"}))
     rows = [{"diagnosis": d, "tone": t, "count": n, "percent": 0.0} for d, t, n in (
         ("benign", "lighter", 70), ("benign", "brown", 12), ("benign", "darker", 5), ("benign", "undetermined", 2),
         ("malignant", "lighter", 9), ("malignant", "brown", 1), ("malignant", "darker", 0),

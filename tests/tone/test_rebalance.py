@@ -97,7 +97,8 @@ def test_rebalance_fills_groups_with_checked_images(source, clean_run):
     real = [r for r in rows if r["synthetic"] == "false"]
     synthetic = [r for r in rows if r["synthetic"] == "true"]
     assert real == [
-        {**r, "synthetic": "false", "seed": "", "prompt": "", "ita_estimated": ""} for r in _rows(source)
+        {**r, "tone_source": "given", "synthetic": "false", "seed": "", "prompt": "", "ita_estimated": ""}
+        for r in _rows(source)
     ]
     for r in real:
         assert (out / f"{r['image_name']}.png").read_bytes() == (

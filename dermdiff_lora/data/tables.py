@@ -1,0 +1,158 @@
+"""Metadata tables: read a .csv / .jsonl / .parquet file into rows of strings, find images in folders.
+
+A ``Table`` is what every source (imagefolder, metadata + image folders, preset, ``datasets`` dataset)
+becomes: one row of strings per image, where its image is, a key per row (the metadata's file value, used
+to join the audit's tones), and what was left out and why. Input files are only ever read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from ..core.errors import DataError
+from ..core.prompts import normalize_value
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+FILE_COLUMNS = ("file_name", "image_name", "image", "file", "filename")
+METADATA_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+@dataclass(frozen=True)
+class InTable:
+    """An image stored inside a dataset table (bytes or a path), opened by ``opener(index)``."""
+
+    opener: Callable[[int], Image.Image]
+    index: int
+
+
+ImageRef = Path | InTable
+
+
+def open_image(ref: ImageRef) -> Image.Image:
+    """The image (loaded) of a file path or an in-table reference."""
+    if isinstance(ref, InTable):
+        return ref.opener(ref.index)
+    with Image.open(ref) as im:
+        im.load()
+        return im
+
+
+@dataclass
+class Table:
+    """Rows of one source with their images; ``left_out`` counts rows not used, by reason."""
+
+    rows: list[dict[str, str]]
+    images: list[ImageRef]
+    keys: list[str]
+    file_column: str
+    origin: dict = field(default_factory=dict)  # what was read (kind, files, preset, revision); no secrets
+    left_out: Counter = field(default_factory=Counter)
+    missing: dict[str, str] = field(default_factory=dict)  # key -> problem, for on_bad_image=skip
+    tone: dict | None = None  # where the tone of each row came from (data.tones.resolve_tones)
+    licence: dict | None = None
+
+    def keep(self, mask: list[bool], reason: str | None) -> None:
+        """Drop the rows whose mask is False, counting them under ``reason`` (None: not counted)."""
+        dropped = mask.count(False)
+        if dropped:
+            if reason:
+                self.left_out[reason] += dropped
+            self.rows = [r for r, k in zip(self.rows, mask) if k]
+            self.images = [r for r, k in zip(self.images, mask) if k]
+            self.keys = [r for r, k in zip(self.keys, mask) if k]
+
+
+def cell(value: object) -> str:
+    """A table cell as the string a CSV reader would give: text as it is, missing/NaN ``""``, 2.0 ``"2"``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value)
+    return normalize_value(value)
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    """Rows of a .csv, .jsonl or .parquet file; every value a string (``""`` when missing)."""
+    if path.suffix not in METADATA_SUFFIXES:
+        raise DataError(f"metadata file {path} must end in {', '.join(METADATA_SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"metadata file {path} does not exist (check data.dir / data.metadata)")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(path).to_pylist()
+        elif path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        else:
+            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
+    except Exception as exc:  # noqa: BLE001 - csv, json, arrow and decoding errors: one line
+        raise DataError(f"{path}: cannot parse ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not rows:
+        raise DataError(f"{path} has no rows: the dataset is empty")
+    if not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{path}: every line must be a JSON object (one row per image)")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return [{str(k): cell(row.get(k)) for k in columns} for row in rows]
+
+
+def find_metadata(folder: Path) -> Path:
+    """``metadata.jsonl``, else ``metadata.csv``, else ``metadata.parquet`` in an imagefolder."""
+    if not folder.is_dir():
+        raise DataError(f"dataset folder {folder} does not exist (set data.dir to an imagefolder)")
+    for name in ("metadata.jsonl", "metadata.csv", "metadata.parquet"):
+        if (folder / name).is_file():
+            return folder / name
+    raise DataError(f"{folder} has no metadata.jsonl or metadata.csv (one row per image, with a "
+                    "file_name or image_name column)")
+
+
+def pick_file_column(columns: list[str], configured: str, source: Path | str) -> str:
+    """``configured``, or with ``"auto"`` the first of FILE_COLUMNS present; DataError lists the columns."""
+    if configured != "auto":
+        if configured not in columns:
+            raise DataError(f"{source}: data.file_column {configured!r} not found; "
+                            f"available columns: {', '.join(columns)}")
+        return configured
+    for name in FILE_COLUMNS:
+        if name in columns:
+            return name
+    raise DataError(f"{source}: no image file column ({' / '.join(FILE_COLUMNS)}); available columns: "
+                    f"{', '.join(columns)}. Set data.file_column")
+
+
+def find_image(folder: Path, name: str, suffix: str = "") -> Path | None:
+    """``name`` (+ ``suffix``) in ``folder``; a bare stem (ISIC's image_name) tries the image suffixes."""
+    if not name:
+        return None
+    path = folder / f"{name}{suffix}"
+    if path.is_file():
+        return path
+    if not Path(name).suffix:
+        for ext in IMAGE_SUFFIXES:
+            for candidate in (folder / f"{name}{ext}", folder / f"{name}{ext.upper()}"):
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def find_in_folders(folders: list[Path], name: str, suffix: str = "") -> Path | None:
+    """The first folder's match of ``find_image``."""
+    for folder in folders:
+        if (found := find_image(folder, name, suffix)) is not None:
+            return found
+    return None
+
+
+def file_stem(key: str) -> str:
+    """A key without an image suffix (``a.jpg`` and ``a`` name the same image)."""
+    path = Path(key)
+    return key[: -len(path.suffix)] if path.suffix.lower() in IMAGE_SUFFIXES else key
