@@ -6,7 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="real vs generated images per diagnosis x tone: FID/KID, MS-SSIM, "
                                         "tone fidelity, memorisation")
-    p.add_argument("--real", help="held-out real images: a dataset folder (read with the run's data settings)")
+    p.add_argument("--real", help="held-out real images: a dataset folder (read with the run's data settings); "
+                                  "default: the test part of the run's data.split_file")
     p.add_argument("--generated", help="a `generate` or `rebalance` output folder")
     p.add_argument("--adapter", help="the LoRA run: its saved config names template, tones and training data; "
                                      "without --generated, renders --per-cell images per cell from it")
@@ -31,15 +32,12 @@ def register(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from ..core.errors import ConfigError
     from ..eval.command import EvaluateOptions, compare, evaluate
     from ..eval.report import format_table
 
     if args.compare:
         print(compare(*args.compare, force=args.force))
         return 0
-    if not args.real:
-        raise ConfigError("evaluate needs --real DATASET (held-out real images), or --compare A B")
     opts = EvaluateOptions(real=args.real, generated=args.generated, adapter=args.adapter, out=args.out,
                            extractor=args.extractor, model_id=args.model_id, per_cell=args.per_cell,
                            seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,

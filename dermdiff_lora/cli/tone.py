@@ -134,6 +134,7 @@ def cmd_rebalance(args) -> int:
                                        height=size, width=size)
     report = rebalance(None, args.paths[-1], generate_fn, target=_target(args.target), groups=groups,
                        prompt_fn=builder.build, max_tries=args.max_tries, seed=args.seed,
-                       tone_column=run_data.tone_column, data_cfg=data_cfg, value_maps=builder.value_maps)
+                       tone_column=run_data.tone_column, data_cfg=data_cfg, value_maps=builder.value_maps,
+                       adapter=args.adapter or args.model)
     print(report.to_json())
     return 0

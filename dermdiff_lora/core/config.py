@@ -69,6 +69,8 @@ class DataConfig:
     diagnosis_column: str = _opt("benign_malignant")
     num_workers: int = _opt(0, min=0, max=64)
     max_samples: int | None = _opt(None, min=1)
+    split_file: str | None = _opt(None, help="a split file (`dermdiff-lora split`): use only the rows of data.split_part")
+    split_part: str = _opt("train", choices=("train", "val", "test"), help="which part of data.split_file to use")
 
 
 @dataclass

@@ -19,14 +19,33 @@ from .tables import Table, find_in_folders, find_metadata, pick_file_column, rea
 
 
 def load_table(data_cfg) -> Table:
-    """The rows of the configured source, each with its image (missing images: error or skip)."""
+    """The rows of the configured source, each with its image (missing images: error or skip), only those
+    of ``data.split_part`` when a ``data.split_file`` is set."""
     if data_cfg.dataset:
         from .hubdata import load_hub_table
 
-        return load_hub_table(data_cfg)
-    if data_cfg.preset:
-        return _from_preset(data_cfg)
-    return _from_metadata(data_cfg)
+        table = load_hub_table(data_cfg)
+    elif data_cfg.preset:
+        table = _from_preset(data_cfg)
+    else:
+        table = _from_metadata(data_cfg)
+    if data_cfg.split_file:
+        keep_split(table, data_cfg.split_file, data_cfg.split_part)
+    return table
+
+
+def keep_split(table: Table, split_file: str, part: str) -> None:
+    """Keep the rows the split file puts in ``part``; a row the file does not list is an error (another
+    dataset's split, or rows added since it was written)."""
+    from .splits import read_split_file
+
+    assignment = read_split_file(split_file).assignment
+    unknown = [k for k in table.keys if k not in assignment]
+    if unknown:
+        raise DataError(f"split file {split_file} does not list {len(unknown)} row(s) of the data, e.g. "
+                        f"{unknown[0]!r}: write the split for this dataset (dermdiff-lora split)")
+    table.keep([assignment[k] == part for k in table.keys], f"not in the {part} split of {split_file}")
+    table.origin["split"] = {"file": str(split_file), "part": part}
 
 
 def resolve(base: Path | None, value: str) -> Path:

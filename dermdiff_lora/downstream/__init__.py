@@ -6,7 +6,7 @@ Import from the modules (nothing is imported here, so ``import dermdiff_lora`` s
 - ``multiclass``: ``multiclass_report`` (one-vs-rest AUC and balanced accuracy per group)
 - ``predictions``: ``fairness_from_csv``, ``multiclass_from_csv`` (any classifier's predictions CSV)
 - ``tables``: ``format_table``, ``compare_table``;  ``chart``: ``save_chart``
-- ``splits``: ``make_splits``, ``write_split_file``, ``read_split_file``, ``check_no_leak``
+- ``data.splits`` (a data concept, read by training too): ``make_splits``, ``read_split_file``, ``check_no_leak``
 - ``bootstrap``: the seeded percentile bootstrap behind every interval
 - ``classifier``: ``load_classifier(ClassifierSpec, classes)`` -> ``fit(paths, labels, seed)`` ->
   ``predict_proba(paths)``; kinds ``probe`` (module ``probe``), ``resnet`` and ``timm`` (``finetune``)

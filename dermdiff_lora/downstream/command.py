@@ -23,13 +23,13 @@ from typing import Any
 from ..core import config as config_mod
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write, save_json
+from ..data.splits import check_no_leak, read_split_file, sidecar_path
 from .chart import save_chart
 from .classifier import ClassifierSpec, load_classifier
 from .predictions import parse_threshold
 from .runs import ARM_NAMES, ARMS, Task, make_task, run_arm, split_of
 from .samples import assign_splits, counts, dataset_settings, read_samples, read_synthetic, training_rows
 from .seeds import average_reports
-from .splits import check_no_leak, read_split_file, sidecar_path
 from .tables import compare_table
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Any
 from ..core.errors import ConfigError, DataError
 from ..core.prompts import PromptBuilder, from_config, normalize_value
 from ..data.dataset import index_dataset, pick_file_column, read_metadata
+from ..data.splits import Splits, make_splits, read_split_file, write_split_file
 from ..eval.inputs import is_synthetic
-from .splits import Splits, make_splits, read_split_file, write_split_file
 
 log = logging.getLogger(__name__)
 ID_COLUMNS = ("patient_id", "lesion_id")  # "auto": the first one the metadata has

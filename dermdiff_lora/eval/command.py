@@ -30,7 +30,7 @@ EVAL_FILE = "eval.json"
 class EvaluateOptions:
     """What ``evaluate`` compares and how (the CLI's flags, one for one)."""
 
-    real: str  # held-out real images: a dataset folder read with the run's data settings
+    real: str | None = None  # held-out real images (dataset folder); default: the split file's test part
     generated: str | None = None  # a generate or rebalance output folder
     adapter: str | None = None  # a LoRA run (or file); renders per_cell images per cell when no generated
     out: str | None = None
@@ -55,11 +55,19 @@ def run_config(opts: EvaluateOptions) -> tuple[config_mod.Config, str | None]:
 
 
 def _recorded_adapter(generated: str | None) -> str | None:
-    record = Path(generated or "") / "generate.json"
-    if not generated or not record.is_file():
+    """The adapter a ``generate`` record (first adapter) or a ``rebalance`` run record names."""
+    if not generated:
         return None
-    adapters = json.loads(record.read_text()).get("settings", {}).get("adapters") or []
-    return str(adapters[0][0]) if adapters else None
+    for name, pick in (("generate.json", lambda d: (d.get("settings", {}).get("adapters") or [[None]])[0][0]),
+                       ("rebalance_run.json", lambda d: d.get("adapter"))):
+        record = Path(generated) / name
+        if record.is_file():
+            try:
+                found = pick(json.loads(record.read_text()))
+            except (OSError, ValueError, AttributeError, IndexError):
+                found = None
+            return str(found) if found else None
+    return None
 
 
 def evaluate(opts: EvaluateOptions) -> dict:
@@ -71,7 +79,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
                           "a saved config) or prompts.template=... with prompts.value_maps")
     columns = builder.columns
     out = _out_dir(opts)
-    real = inputs.dataset_items(replace(cfg.data, dir=opts.real), builder, columns)
+    real = inputs.dataset_items(_real_data(cfg, opts.real), builder, columns)
     generated = _generated(opts, cfg, builder, columns, out)
     train = _train_items(cfg, builder, columns, source) if opts.memorisation else None
     if train is not None:
@@ -81,11 +89,21 @@ def evaluate(opts: EvaluateOptions) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = evaluate_sets(real, generated, train, extractor=opts.extractor, model_id=opts.model_id,
                            device=device, seed=opts.seed, **_tone_args(builder, opts.tone_column))
-    result["inputs"] = {"real": str(opts.real), "generated": opts.generated or str(out / "generated"),
+    result["inputs"] = {"real": str(opts.real or f"{cfg.data.split_file} (test part)"), "generated": opts.generated or str(out / "generated"),
                         "adapter": opts.adapter or source, "base_only": opts.base_only, "train": cfg.data.dir if train is not None else None,
                         "columns": columns, "template": builder.template}
     _write_outputs(out, result, generated, train)
     return result
+
+
+def _real_data(cfg, real: str | None):
+    """``--real`` with the run's data settings, else the test part of the run's split file."""
+    if real:
+        return replace(cfg.data, dir=real, split_file=None, max_samples=None)
+    if cfg.data.split_file:
+        return replace(cfg.data, split_part="test", max_samples=None)
+    raise ConfigError("evaluate needs --real DATASET (images the adapter was not trained on), or an adapter "
+                      "trained with data.split_file (its test part is used)")
 
 
 def _out_dir(opts: EvaluateOptions) -> Path:

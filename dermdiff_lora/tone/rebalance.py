@@ -308,6 +308,7 @@ def rebalance(
     progress: bool = True,
     data_cfg=None,
     value_maps: Mapping | None = None,
+    adapter: str | os.PathLike | None = None,
 ) -> RebalanceReport:
     """Write ``out_dir``: the dataset's images and rows, accepted synthetic images for the groups
     ``plan_counts`` finds lacking, and ``rebalance_report.json``. Rerunning resumes (or adds nothing).
@@ -332,7 +333,7 @@ def rebalance(
     suffix = "" if rows and not Path(rows[0][file_col]).suffix else ".png"
     source = Path(str(table.origin.get("metadata") or table.origin.get("dataset")))
     names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, source)
-    settings = {"dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
+    settings = {"adapter": str(Path(adapter).resolve()) if adapter else None, "dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
                 "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
     _prepare_out(base, out, settings)
     _copy_real(out, list(zip(table.images, files)), link)

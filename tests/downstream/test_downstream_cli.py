@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dermdiff_lora.cli import app
-from dermdiff_lora.downstream.splits import read_split_file
+from dermdiff_lora.data.splits import read_split_file
 
 
 @pytest.fixture(scope="module")

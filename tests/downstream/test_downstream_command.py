@@ -11,11 +11,11 @@ from downstream_data import colour_dataset, fake_rebalance, read_rows, saved_ada
 
 from dermdiff_lora.cli import app
 from dermdiff_lora.core.errors import ConfigError, DataError
+from dermdiff_lora.data.splits import read_split_file
 from dermdiff_lora.downstream.classifier import ClassifierSpec
 from dermdiff_lora.downstream.command import DownstreamOptions, downstream
 from dermdiff_lora.downstream.fairness import choose_threshold
 from dermdiff_lora.downstream.samples import split_dataset
-from dermdiff_lora.downstream.splits import read_split_file
 
 TINY = ClassifierSpec(extractor="tiny-dinov2")
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dermdiff_lora.core.errors import ConfigError, DataError
-from dermdiff_lora.downstream.splits import (
+from dermdiff_lora.data.splits import (
     SPLITS,
     check_no_leak,
     make_splits,

@@ -61,9 +61,10 @@ def test_planted_training_copies_are_flagged_from_a_rebalance_folder(trained_lor
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    opts = EvaluateOptions(real=str(held_out), generated=str(fake), adapter=str(trained_lora),
-                           out=str(tmp_path / "ev"), extractor="tiny-dinov2")
-    memo = evaluate(opts)["overall"]["memorisation"]
+    (fake / "rebalance_run.json").write_text(json.dumps({"adapter": str(trained_lora)}))  # as rebalance records
+    opts = EvaluateOptions(real=str(held_out), generated=str(fake), out=str(tmp_path / "ev"),
+                           extractor="tiny-dinov2")
+    memo = evaluate(opts)["overall"]["memorisation"]  # the training set comes from the recorded adapter
     assert memo["share_above_threshold"] == 1.0 and memo["n_generated"] == 4
 
 
@@ -113,3 +114,22 @@ def test_card_shows_the_evaluation_table(rendered, trained_lora, tmp_path):
     shutil.copy(out / "eval.json", tmp_path / "run" / "eval.json")
     card = build_card(tmp_path / "run")
     assert "dermdiff-lora evaluate" in card and "random weights" in card and "malignant|darker" in card
+
+
+def test_without_real_the_runs_split_gives_the_test_part(tiny_base, demo_data, tmp_path):
+    """A run trained on data.split_file's train part is evaluated on that split's test part, and the
+    memorisation set is its train part: no image in both."""
+    from conftest import make_cfg
+
+    from dermdiff_lora.data.splits import read_split_file
+    from dermdiff_lora.downstream.samples import split_dataset
+    from dermdiff_lora.training.train import train
+
+    split_dataset(demo_data, tmp_path / "split.csv", fractions=(0.5, 0.25, 0.25))
+    run = tmp_path / "run"
+    train(make_cfg(demo_data, run, f"data.split_file={tmp_path / 'split.csv'}", "train.max_steps=1"))
+    result = evaluate(EvaluateOptions(adapter=str(run), extractor="tiny-dinov2", per_cell=1, steps=1))
+    assignment = read_split_file(tmp_path / "split.csv").assignment
+    assert result["counts"]["real"] == sum(v == "test" for v in assignment.values())
+    assert result["counts"]["train"] == sum(v == "train" for v in assignment.values())
+    assert "test part" in result["inputs"]["real"]
