@@ -101,11 +101,21 @@ def index_dataset(data_cfg, builder: PromptBuilder) -> DatasetIndex:
                         f"available columns: {', '.join(columns)}")
     if need_tone:
         tones.resolve_tones(table, data_cfg, builder.value_maps.get(data_cfg.tone_column), source)
+    if not builder.template:
+        _refuse_empty_captions(table, data_cfg.caption_column, source)
     for column in needed:
         table.keep([bool(r.get(column)) for r in table.rows], f"no {column} value")
     index = _records(table, data_cfg, builder)
     index.report = _report(table, index, data_cfg, builder)
     return index
+
+
+def _refuse_empty_captions(table: Table, column: str, source) -> None:
+    """Captions come from ``column``: a row without one is a data error, named (not silently dropped)."""
+    empty = [k for k, r in zip(table.keys, table.rows) if column in r and not str(r[column]).strip()]
+    if empty:
+        raise DataError(f"{source}: {len(empty)} row(s) have an empty {column} caption, e.g. the row of "
+                        f"{', '.join(map(repr, empty[:3]))}: write their captions, or remove those rows")
 
 
 def _records(table: Table, data_cfg, builder: PromptBuilder) -> DatasetIndex:

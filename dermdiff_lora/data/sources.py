@@ -15,7 +15,7 @@ from pathlib import Path
 from ..core.config import FITZPATRICK_GROUPS
 from ..core.errors import DataError
 from . import presets
-from .tables import Table, find_in_folders, find_metadata, pick_file_column, read_table
+from .tables import Table, check_keys, find_in_folders, find_metadata, pick_file_column, read_table
 
 
 def load_table(data_cfg) -> Table:
@@ -68,6 +68,7 @@ def _from_metadata(data_cfg) -> Table:
     folders = [resolve(root, f) for f in data_cfg.images] or [root or metadata.parent]
     _check_folders(folders)
     file_col = pick_file_column(list(rows[0]), data_cfg.file_column, metadata)
+    check_keys([r[file_col] for r in rows], metadata, file_col)
     table = Table(rows, [], [r[file_col] for r in rows], file_col,
                   origin={"kind": "metadata", "metadata": metadata.name, "images": [f.name for f in folders]})
     _attach_images(table, folders, "", skip=data_cfg.on_bad_image == "skip", counted=False)
@@ -89,6 +90,7 @@ def _from_preset(data_cfg) -> Table:
                         f"(data.preset={preset.name})? Or name the file with data.metadata")
     rows = read_table(metadata)
     _check_preset_columns(preset, list(rows[0]), metadata)
+    check_keys([r[preset.file_column] for r in rows], metadata, preset.file_column)
     table = Table(rows, [], [r[preset.file_column] for r in rows], preset.file_column,
                   origin={"kind": "preset", **preset.describe(), "layout": layout.name, "metadata": metadata.name})
     _canonical(table, preset, data_cfg)

@@ -91,9 +91,12 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
             rows = pq.read_table(path).to_pylist()
         elif path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            rows = [json.loads(line) for line in _text(path).splitlines() if line.strip()]
         else:
-            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
+            text = _text(path)
+            rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text)))
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - csv, json, arrow and decoding errors: one line
         raise DataError(f"{path}: cannot parse ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not rows:
@@ -102,6 +105,39 @@ def read_table(path: Path) -> list[dict[str, str]]:
         raise DataError(f"{path}: every line must be a JSON object (one row per image)")
     columns = list(dict.fromkeys(k for row in rows for k in row))
     return [{str(k): cell(row.get(k)) for k in columns} for row in rows]
+
+
+def _text(path: Path) -> str:
+    """The file as UTF-8 (a byte-order mark is dropped); other bytes are refused naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: bytes that are not UTF-8 ({data[exc.start:exc.start + 4]!r}); save "
+                        "the file as UTF-8 (e.g. from a spreadsheet: CSV UTF-8)") from None
+
+
+def sniff_delimiter(text: str) -> str:
+    """``,``, ``;`` or tab: whichever splits the header line most (spreadsheets in many locales write ``;``)."""
+    header = text.split("\n", 1)[0]
+    return max((",", ";", "\t"), key=header.count) if header else ","
+
+
+def check_keys(keys: list[str], source: Path | str, column: str) -> None:
+    """File names must be unique and relative inside the dataset (no absolute path, no ``..``): a name
+    from a stranger's metadata never reaches outside the folders read or written."""
+    for i, key in enumerate(keys):
+        parts = Path(key).parts
+        if Path(key).is_absolute() or ".." in parts or key.startswith("~"):
+            raise DataError(f"{source}, row {i + 1}: {column} {key!r} is not a relative path inside the dataset "
+                            "(absolute paths and '..' are refused); give file names relative to the image folder")
+    seen: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in seen:
+            raise DataError(f"{source}, rows {seen[key] + 1} and {i + 1}: both name {column} {key!r}; each image "
+                            "must be listed once (remove or rename the duplicate rows)")
+        seen[key] = i
 
 
 def find_metadata(folder: Path) -> Path:

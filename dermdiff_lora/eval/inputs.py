@@ -59,7 +59,9 @@ def generated_items(folder: str | os.PathLike, data_cfg, builder: PromptBuilder,
         return [EvalItem(folder / r["file"], tuple(r["words"][c] for c in columns), image_id=r["file"])
                 for r in records]
     if (folder / "metadata.csv").is_file() or (folder / "metadata.jsonl").is_file():
-        items = dataset_items(replace(data_cfg, dir=str(folder)), builder, columns, synthetic=True)
+        plain = replace(data_cfg, dir=str(folder), preset=None, metadata=None, images=[], dataset=None, tones=None,
+                        split_file=None, max_samples=None, file_column="auto")  # an imagefolder of its own
+        items = dataset_items(plain, builder, columns, synthetic=True)
         if items:
             return items
         raise DataError(f"{folder}: no rows marked synthetic (a rebalance output has a synthetic column)")

@@ -133,3 +133,16 @@ def test_without_real_the_runs_split_gives_the_test_part(tiny_base, demo_data, t
     assert result["counts"]["real"] == sum(v == "test" for v in assignment.values())
     assert result["counts"]["train"] == sum(v == "train" for v in assignment.values())
     assert "test part" in result["inputs"]["real"]
+    fake = tmp_path / "rebalanced"  # a rebalance folder is its own imagefolder: the run's split does not list it
+    fake.mkdir()
+    rows = list(csv.DictReader(open(demo_data / "metadata.csv")))[:2]
+    for row in rows:
+        shutil.copy(demo_data / f"{row['image_name']}.png", fake / f"syn_{row['image_name']}.png")
+        row.update(image_name=f"syn_{row['image_name']}", synthetic="true")
+    with open(fake / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    again = evaluate(EvaluateOptions(adapter=str(run), generated=str(fake), out=str(tmp_path / "ev2"),
+                                     extractor="tiny-dinov2"))
+    assert again["counts"]["generated"] == 2
