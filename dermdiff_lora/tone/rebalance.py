@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
+from ..core.lock import folder_lock
 from ..core.prompts import DEFAULT_VALUE_MAPS
 from ..generation.grid import save_png
 from .audit import data_config
@@ -333,19 +334,21 @@ def rebalance(
     suffix = "" if rows and not Path(rows[0][file_col]).suffix else ".png"
     source = Path(str(table.origin.get("metadata") or table.origin.get("dataset")))
     names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, source)
-    settings = {"adapter": str(Path(adapter).resolve()) if adapter else None, "dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
+    settings = {"adapter": str(Path(adapter).resolve()) if adapter else None,
+                "dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
                 "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
     _prepare_out(base, out, settings)
-    _copy_real(out, list(zip(table.images, files)), link)
-    fieldnames, synthetic = _init_metadata(out, columns, rows)
-    slots, _ = _load_state(out, names, synthetic, file_col)
-    run = _Run(out, generate_fn, prompt_fn or default_prompt, tone_scheme, groups, tone_column, fieldnames,
-               file_col, suffix, seed, max_tries)
-    todo = [(gi, k, i, slots.get((_label(k), i), _Slot())) for gi, k in enumerate(all_groups) for i in range(plan[k])]
-    todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
-    added = sum(_fill_slot(run, *t) for t in tqdm(todo, desc="rebalance", unit="img", disable=not progress))
-    _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
-    report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE,
-                             {"left_out": dict(table.left_out), "tone": table.tone})
-    atomic_write(report.path, report.to_json())
-    return report
+    with folder_lock(out, "rebalance"):  # a second rebalance into the same folder is refused while this lives
+        _copy_real(out, list(zip(table.images, files)), link)
+        fieldnames, synthetic = _init_metadata(out, columns, rows)
+        slots, _ = _load_state(out, names, synthetic, file_col)
+        run = _Run(out, generate_fn, prompt_fn or default_prompt, tone_scheme, groups, tone_column, fieldnames,
+                   file_col, suffix, seed, max_tries)
+        todo = [(gi, k, i, slots.get((_label(k), i), _Slot())) for gi, k in enumerate(all_groups) for i in range(plan[k])]
+        todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
+        added = sum(_fill_slot(run, *t) for t in tqdm(todo, desc="rebalance", unit="img", disable=not progress))
+        _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
+        report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE,
+                                 {"left_out": dict(table.left_out), "tone": table.tone})
+        atomic_write(report.path, report.to_json())
+        return report

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..core.errors import DataError
 from ..core.fsutil import atomic_write
+from ..core.lock import LOCK_NAME
 from ..data.tables import open_image
 
 EXTRA_COLUMNS = ("synthetic", "seed", "prompt", "ita_estimated")
@@ -46,7 +47,7 @@ def _prepare_out(folder: Path | None, out: Path, settings: dict) -> None:
     """Create ``out`` with its run file, or check that an existing ``out`` holds the same run."""
     if folder is not None and (out.resolve() == folder.resolve() or out.resolve().is_relative_to(folder.resolve())):
         raise DataError(f"rebalance output {out} is the input folder or inside it; pick a new folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         run = out / RUN_FILE
         if not run.is_file():
             raise DataError(f"{out} is not empty and holds no {RUN_FILE}; pick a new or empty folder")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from dermdiff_lora.core.errors import ConfigError, DataError
+from dermdiff_lora.core.lock import LOCK_NAME
 from dermdiff_lora.tone.rebalance import (
     REPORT_FILE,
     TRIES_FILE,
@@ -72,7 +73,8 @@ def _rows(folder):
 
 
 def _files(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != REPORT_FILE}
+    """The output's files (the report, and the writer's lock with its pid and time, change per run)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in (REPORT_FILE, LOCK_NAME)}
 
 
 def test_plan_counts():
