@@ -105,16 +105,14 @@ def fresh_accelerate() -> None:
 
 
 def train_step(run, batch) -> float:
-    """One micro-step exactly as ``train.train`` runs it (loss, backward, clip, optimizer, schedule, EMA)."""
-    from dermdiff_lora.training.train import micro_step
+    """One micro-step exactly as ``train.train`` runs it (loss, backward, clip, optimizer; schedule and EMA
+    unless fp16's loss scaler skipped the step)."""
+    from dermdiff_lora.training.train import advance, micro_step
 
-    acc = run.accelerator
-    loss = micro_step(run, batch)
-    if acc.sync_gradients:
-        run.lr_scheduler.step()
-        if run.ema is not None:
-            run.ema.step(acc.unwrap_model(run.parts.unet).parameters())
-    return loss.item()
+    out = micro_step(run, batch)
+    if run.accelerator.sync_gradients and not out.skipped:
+        advance(run)
+    return out.loss.item()
 
 
 def static_bytes(run) -> dict[str, int]:
