@@ -53,6 +53,7 @@ def setup_lora(run) -> None:
                 p.data = p.data.to(torch.float32)
         if cfg.train.gradient_checkpointing:
             _enable_checkpointing(model)
+        model.train()  # LoRA dropout; transformers checkpoints a text encoder only in train mode
     run.params = [p for m in trained for p in m.parameters() if p.requires_grad]
     run.trained = trained
     checkpoint.register_lora_hooks(run.accelerator, parts.unet, parts.text_encoder)
