@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from ..core import config
 from ..core.errors import TrainingError
 from ..data import cache
-from . import checkpoint
+from . import checkpoint, modes
 from .checkpoint import TrainState
 from .session import Run, setup
 
@@ -51,6 +51,7 @@ def start(cfg) -> tuple[Run, TrainState]:
 def resume(run: Run, folder: Path) -> TrainState:
     """Load a checkpoint into the set-up run: weights, optimizer, LR schedule, RNG, loss scale, EMA."""
     state = checkpoint.load(run.accelerator, folder, run.cfg.train.gradient_accumulation)
+    modes.place_ema(run)  # accelerate loads custom states on the CPU; EMAModel keeps what it is given
     log.info("resumed from %s at step %d", folder, state.step)
     return state
 
