@@ -2,24 +2,11 @@
 
 import pytest
 import torch
-from conftest import make_cfg
+from conftest import count_forwards, make_cfg
 
 from dermdiff_lora.training import train
 
 MODES = {"lora": [], "lora+text_encoder": ["lora.text_encoder=true"], "full": ["train.mode=full"]}
-
-
-def _count_forwards(module) -> list[int]:
-    """Calls of ``module.forward`` (forward hooks do not fire when checkpointing recomputes, and transformers
-    recomputes its layers' class-level forward: count a module inside the checkpointed one)."""
-    calls, real = [0], module.forward
-
-    def forward(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    module.forward = forward
-    return calls
 
 
 @pytest.mark.parametrize("overrides", MODES.values(), ids=MODES.keys())
@@ -32,9 +19,9 @@ def test_trained_modules_train_with_dropout_and_checkpointing(overrides, tiny_ba
     assert all(m.training for model in run.trained for m in unwrap(model).modules())
     assert text_encoder.training == trains_text and not run.parts.vae.training  # frozen parts stay in eval
     # Checkpointing: a checkpointed block runs its forward again in the backward pass.
-    counted = [_count_forwards(unet.up_blocks[-1].resnets[-1].norm1)]
+    counted = [count_forwards(unet.up_blocks[-1].resnets[-1].norm1)]
     if trains_text:
-        counted.append(_count_forwards(dict(text_encoder.named_modules())["encoder.layers.0.mlp"]))
+        counted.append(count_forwards(dict(text_encoder.named_modules())["encoder.layers.0.mlp"]))
     batch = next(iter(train.make_loader(run, 0, 1)))
     first = train.training_loss(run, batch)
     first.backward()
