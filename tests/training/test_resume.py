@@ -13,8 +13,8 @@ from dermdiff_lora.training import train
 FULL = ("train.mode=full", "train.ema_decay=0.9", "optim.name=adamw8bit", "optim.min_8bit_size=16",
         "train.max_steps=3")
 LORA = ("train.max_steps=4", "train.gradient_accumulation=2", "train.checkpoint_every=1", "lora.dropout=0.1",
-        "prompts.caption_dropout=0.5", "data.balance=tone_x_diagnosis", "optim.name=adamw8bit",
-        "optim.min_8bit_size=16")
+        "lora.text_encoder=true", "prompts.caption_dropout=0.5", "data.balance=tone_x_diagnosis",
+        "optim.name=adamw8bit", "optim.min_8bit_size=16")
 
 
 class Killed(Exception):
@@ -81,4 +81,10 @@ def test_lora_killed_mid_accumulation_resumes_bit_exact(tiny_base, demo_data, tm
     monkeypatch.setattr(train, "training_loss", real)
     _assert_8bit_optimizer_state(tmp_path / "b" / "checkpoints" / "step-000002")
     train.train(make_cfg(demo_data, tmp_path / "b", *LORA, "train.resume=latest"))
-    _assert_same(load_file(tmp_path / "a" / lora.WEIGHT_NAME), load_file(tmp_path / "b" / lora.WEIGHT_NAME))
+    adapter = load_file(tmp_path / "b" / lora.WEIGHT_NAME)
+    _assert_same(load_file(tmp_path / "a" / lora.WEIGHT_NAME), adapter)
+    assert any(k.startswith("text_encoder.") for k in adapter) and any(k.startswith("unet.") for k in adapter)
+    checkpoints = sorted((tmp_path / "b" / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step-000003", "step-000004"]  # train.keep_checkpoints=2
+    files = {f.name for f in checkpoints[-1].iterdir()}  # LoRA checkpoints hold the adapters, not the base
+    assert {"unet_lora.safetensors", "text_encoder_lora.safetensors"} <= files and "model.safetensors" not in files

@@ -16,8 +16,13 @@ def test_trained_modules_train_with_dropout_and_checkpointing(overrides, tiny_ba
     unwrap = run.accelerator.unwrap_model
     unet, text_encoder = unwrap(run.parts.unet), unwrap(run.parts.text_encoder)
     trains_text = len(run.trained) == 2
+    assert trains_text == ("lora.text_encoder=true" in overrides)
     assert all(m.training for model in run.trained for m in unwrap(model).modules())
     assert text_encoder.training == trains_text and not run.parts.vae.training  # frozen parts stay in eval
+    with torch.no_grad():  # lora_B starts at zero, where LoRA dropout changes nothing
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)
     # Checkpointing: a checkpointed block runs its forward again in the backward pass.
     counted = [count_forwards(unet.up_blocks[-1].resnets[-1].norm1)]
     if trains_text:
@@ -26,12 +31,8 @@ def test_trained_modules_train_with_dropout_and_checkpointing(overrides, tiny_ba
     first = train.training_loss(run, batch)
     first.backward()
     assert [c[0] for c in counted] == [2] * len(counted)
-    # Dropout: the same batch through the same weights gives another loss (LoRA dropout 0.5; lora_B starts at
-    # zero, where dropout changes nothing).
+    # Dropout: the same batch through the same weights gives another loss (LoRA dropout 0.5).
     with torch.no_grad():
-        for name, p in run.parts.unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.1)
         second = train.training_loss(run, batch)
     assert (first.item() != second.item()) == (run.cfg.train.mode == "lora")
     run.accelerator.end_training()
