@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import shutil
 import sys
 import time
 import traceback
@@ -302,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.max_batch, args.resume_steps = 1, 1, 2
     sc.setup_process(1 if args.smoke else torch.get_num_threads())
     root = sc.workdir()
+    try:
+        return run_all(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # models, caches and checkpoints: GBs on a GPU
+
+
+def run_all(args, root: Path) -> int:
+    """Every recipe, then the resume check; 0 when all of them passed."""
     t0 = time.time()
     target = smoke_target(root) if args.smoke else gpu_target(args, root)
     data = sc.make_data(root / "data", target.images, target.resolution)
@@ -312,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         ok.append(guarded("resume check", resume_check, target, data, root, args.resume_steps))
     print(f"\ntotal {time.time() - t0:.0f} s; {ok.count(False)} of {len(ok)} parts failed")
     return 0 if all(ok) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

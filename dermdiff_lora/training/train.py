@@ -86,6 +86,8 @@ def _run_batches(run: Run, state: TrainState, stop: int, bar) -> None:
 
 
 class MicroStep(NamedTuple):
+    """What ``micro_step`` did."""
+
     loss: Any  # this micro-batch's loss (a tensor on the device)
     skipped: bool  # the optimizer step that ended here was skipped: fp16 overflow
 
@@ -100,7 +102,7 @@ def micro_step(run: Run, batch: dict) -> MicroStep:
     with acc.accumulate(*run.trained):
         loss = training_loss(run, batch)
         acc.backward(loss)
-        scale = _loss_scale(acc) if acc.sync_gradients else None
+        scale = _loss_scale(acc) if acc.sync_gradients and acc.scaler is not None else None  # before the step
         if acc.sync_gradients and cfg.train.max_grad_norm:
             norm = acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm)
             if acc.scaler is None and norm is not None and not math.isfinite(float(norm)):
