@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -104,17 +106,37 @@ def fresh_accelerate() -> None:
     GradientState._reset_state()
 
 
-def train_step(run, batch) -> float:
-    """One micro-step exactly as ``train.train`` runs it (loss, backward, clip, optimizer, schedule, EMA)."""
-    from dermdiff_lora.training.train import micro_step
+@contextlib.contextmanager
+def cpu_loss_scaler(init_scale: float = 2.0**16) -> Iterator[None]:
+    """fp16 runs on the CPU get the loss scaler accelerate gives them on a GPU (``torch.amp.GradScaler``;
+    accelerate makes none on the CPU, where fp16 computes in fp32), so the scaler's code paths run."""
+    from accelerate import Accelerator
 
-    acc = run.accelerator
-    loss = micro_step(run, batch)
-    if acc.sync_gradients:
-        run.lr_scheduler.step()
-        if run.ema is not None:
-            run.ema.step(acc.unwrap_model(run.parts.unet).parameters())
-    return loss.item()
+    real = Accelerator.prepare
+
+    def prepare(self, *args, **kwargs):
+        if self.mixed_precision == "fp16" and self.device.type == "cpu" and self.scaler is None:
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+        out = real(self, *args, **kwargs)
+        self.native_amp = self.native_amp or self.scaler is not None  # unscale before clipping, as on a GPU
+        return out
+
+    Accelerator.prepare = prepare
+    try:
+        yield
+    finally:
+        Accelerator.prepare = real
+
+
+def train_step(run, batch) -> float:
+    """One micro-step exactly as ``train.train`` runs it (loss, backward, clip, optimizer; schedule and EMA
+    unless fp16's loss scaler skipped the step)."""
+    from dermdiff_lora.training.train import advance, micro_step
+
+    out = micro_step(run, batch)
+    if run.accelerator.sync_gradients and not out.skipped:
+        advance(run)
+    return out.loss.item()
 
 
 def static_bytes(run) -> dict[str, int]:

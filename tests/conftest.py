@@ -70,6 +70,23 @@ def make_cfg(data_dir: Path, out_dir: Path, *overrides: str):
     return config.load(None, base + list(overrides))
 
 
+def count_forwards(module) -> list[int]:
+    """Calls of ``module.forward`` with gradients on (training, and checkpointing's recompute; not grids).
+
+    Forward hooks do not fire when checkpointing recomputes, and transformers recomputes its layers'
+    class-level forward: count a module inside the checkpointed one."""
+    import torch
+
+    calls, real = [0], module.forward
+
+    def forward(*args, **kwargs):
+        calls[0] += torch.is_grad_enabled()
+        return real(*args, **kwargs)
+
+    module.forward = forward
+    return calls
+
+
 @pytest.fixture(scope="session")
 def trained_lora(tiny_base, demo_data, tmp_path_factory) -> Path:
     """A LoRA run (rank 4, alpha 8) on tiny-random: its output folder."""

@@ -100,6 +100,8 @@ class TrainConfig:
     gradient_accumulation: int = _opt(1, min=1)
     gradient_checkpointing: bool = _opt(False)
     mixed_precision: str = _opt("no", choices=("no", "fp16", "bf16"))
+    max_skipped_steps: int = _opt(20, min=1, help="fp16: stop after this many optimizer steps in a row skipped "
+                                                  "for overflow (the loss scaler halves its scale at each)")
     seed: int = _opt(0, min=0)
     max_grad_norm: float | None = _opt(1.0, min=0.0)
     snr_gamma: float | None = _opt(None, min=0.0, help="min-SNR weighting gamma (5.0 is typical)")

@@ -6,10 +6,12 @@ in LoRA mode they hold only the adapter, not the frozen base UNet.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError
@@ -18,6 +20,27 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 SUMMARY_FILE = "summary.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainState:
+    """The loop's counters, saved as ``trainer_state.json`` in each checkpoint."""
+
+    step: int = 0  # optimizer steps applied
+    micro_step: int = 0  # micro-batches consumed: the sampler's position
+    images_seen: int = 0
+    loss: float | None = None  # mean loss of the last applied step
+    skipped_steps: int = 0  # optimizer steps skipped for fp16 overflow
+    skipped_in_a_row: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict, accumulation: int) -> TrainState:
+        """Read a saved state; older files have no skip counters and no ``micro_step`` (then step × accumulation)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        state = cls(**{k: v for k, v in data.items() if k in known})
+        if "micro_step" not in data:
+            state.micro_step = state.step * accumulation
+        return state
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -55,13 +78,13 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool, resuming: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def save(accelerator, run_dir: Path, step: int, state: dict, keep: int) -> Path:
+def save(accelerator, run_dir: Path, state: TrainState, keep: int) -> Path:
     """Save the accelerate state + our counters, then prune to the last ``keep`` checkpoints."""
-    folder = Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
+    folder = Path(run_dir) / CHECKPOINTS / f"step-{state.step:06d}"
     accelerator.save_state(str(folder))
     if accelerator.is_main_process:
         tmp = folder / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
+        tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2))
         os.replace(tmp, folder / STATE_FILE)  # written last: marks the checkpoint complete
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -69,9 +92,10 @@ def save(accelerator, run_dir: Path, step: int, state: dict, keep: int) -> Path:
     return folder
 
 
-def load(accelerator, folder: Path) -> dict:
+def load(accelerator, folder: Path, accumulation: int) -> TrainState:
+    """Restore the accelerate state of a checkpoint folder; return its counters."""
     accelerator.load_state(str(folder))
-    return json.loads((Path(folder) / STATE_FILE).read_text())
+    return TrainState.from_json(json.loads((Path(folder) / STATE_FILE).read_text()), accumulation)
 
 
 def register_lora_hooks(accelerator, unet, text_encoder) -> None:

@@ -53,6 +53,7 @@ def setup_lora(run) -> None:
                 p.data = p.data.to(torch.float32)
         if cfg.train.gradient_checkpointing:
             _enable_checkpointing(model)
+        model.train()  # LoRA dropout; transformers checkpoints a text encoder only in train mode
     run.params = [p for m in trained for p in m.parameters() if p.requires_grad]
     run.trained = trained
     checkpoint.register_lora_hooks(run.accelerator, parts.unet, parts.text_encoder)
@@ -72,9 +73,19 @@ def setup_full(run) -> None:
     if cfg.train.ema:
         run.ema = _lerp_ema_class(EMAModel)(unet.parameters(), decay=cfg.train.ema_decay, model_cls=type(unet),
                                             model_config=unet.config, foreach=True)
-        run.ema.to(run.accelerator.device)
+        place_ema(run)
     run.params = [p for p in unet.parameters() if p.requires_grad]
     run.trained = [unet]
+
+
+def place_ema(run) -> None:
+    """The EMA's shadow weights on the UNet's device and in its dtype (no-op without EMA): when created,
+    and after a resume (accelerate loads custom states on the CPU; ``EMAModel.load_state_dict`` keeps them
+    as loaded, so the next update would mix devices)."""
+    if run.ema is None:
+        return
+    weight = next(run.accelerator.unwrap_model(run.parts.unet).parameters())
+    run.ema.to(device=weight.device, dtype=weight.dtype)
 
 
 def _enable_checkpointing(model) -> None:

@@ -1,7 +1,10 @@
 """The training loop: one loop for LoRA and full UNet fine-tuning (accelerate), read top to bottom.
 
-Mode differences live in ``modes.setup_lora`` / ``modes.setup_full`` and ``validation.save_lora`` /
-``validation.save_full``.
+``session.setup`` builds the run; mode differences live in ``modes.setup_lora`` / ``modes.setup_full`` and
+``validation.save_lora`` / ``validation.save_full``. Under fp16 a loss scaler runs (on a GPU): an
+overflowed optimizer step is skipped and changes nothing (weights, LR schedule, EMA, step count); the run
+stops after ``train.max_skipped_steps`` such steps in a row. Without a scaler a non-finite loss (or gradient
+norm, when clipping) stops the run before the optimizer step, naming the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -12,216 +15,170 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core import config
-from ..core.errors import ConfigError, TrainingError
+from ..core.errors import TrainingError
 from ..data import cache
 from . import checkpoint, modes
+from .checkpoint import TrainState
+from .session import Run, setup
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Run:
-    """Everything the loop touches, built once by ``setup``."""
-
-    cfg: Any
-    accelerator: Any
-    parts: Any
-    builder: Any
-    index: Any
-    dataset: Any
-    params: list
-    optimizer: Any = None
-    lr_scheduler: Any = None
-    ema: Any = None
-    weight_dtype: Any = None
-    empty_ids: Any = None
-    weights: list | None = None
-    trained: list = field(default_factory=list)  # the modules the optimizer changes (accelerate-prepared)
-    group_mix: dict | None = None  # expected tone x diagnosis mix of balanced sampling
-    empty_embedding: Any = None  # cached text embedding of the empty prompt (caption dropout)
-    offloaded: list[str] = field(default_factory=list)  # components moved off the accelerator by the cache
 
 
 def train(cfg, *, stop_after: int | None = None) -> dict:
     """Train as the config says; returns (and writes) the JSON summary. ``stop_after`` simulates a
     pause: stop (with a checkpoint) after that many optimizer steps, to resume later."""
-
     t0 = time.time()
-    run_dir = Path(cfg.output.dir)
-    resume_from = checkpoint.resolve_resume(run_dir, cfg.train.resume)
-    run = setup(cfg, resuming=resume_from is not None)
-    acc = run.accelerator
-    state = {"step": 0, "images_seen": 0, "loss": None}
-    if resume_from is not None:
-        state = checkpoint.load(acc, resume_from)
-        log.info("resumed from %s at step %d", resume_from, state["step"])
-    stop = min(cfg.train.max_steps, stop_after or cfg.train.max_steps)
-    loader = make_loader(run, state["step"], stop)
-    bar = _progress(acc, cfg, state["step"])
-    loss_sum, micro = 0.0, 0
-    for batch in loader:
-        loss = micro_step(run, batch)
-        mean_loss = acc.gather(loss.detach().reshape(1)).mean().item()
-        if not math.isfinite(mean_loss):
-            last = checkpoint.list_checkpoints(run_dir)
-            raise TrainingError(f"loss became {mean_loss} at step {state['step'] + 1}; stopped. Last good "
-                                f"checkpoint: {last[-1] if last else 'none'} (lower optim.lr or use bf16)")
-        loss_sum, micro = loss_sum + mean_loss, micro + 1
-        state["images_seen"] += cfg.train.batch_size * acc.num_processes
-        if not acc.sync_gradients:
-            continue
-        run.lr_scheduler.step()
-        if run.ema is not None:
-            run.ema.step(acc.unwrap_model(run.parts.unet).parameters())
-        state["step"] += 1
-        state["loss"], loss_sum, micro = loss_sum / micro, 0.0, 0
-        after_step(run, state, bar)
-    bar.close()
-    if state["step"] < cfg.train.max_steps:
-        checkpoint.save(acc, run_dir, state["step"], state, cfg.train.keep_checkpoints)
-        acc.end_training()
-        return {"paused_at_step": state["step"], "output_dir": str(run_dir)}
+    run, state = start(cfg)
+    fit(run, state, min(cfg.train.max_steps, stop_after or cfg.train.max_steps))
+    if state.step < cfg.train.max_steps:
+        checkpoint.save(run.accelerator, Path(cfg.output.dir), state, cfg.train.keep_checkpoints)
+        run.accelerator.end_training()
+        return {"paused_at_step": state.step, "output_dir": cfg.output.dir}
     return finish(run, state, time.time() - t0)
 
 
-def micro_step(run: Run, batch: dict):
+def start(cfg) -> tuple[Run, TrainState]:
+    """Set up the run, resumed from a checkpoint when ``train.resume`` names one (or ``latest`` finds one)."""
+    resume_from = checkpoint.resolve_resume(Path(cfg.output.dir), cfg.train.resume)
+    run = setup(cfg, resuming=resume_from is not None)
+    return run, (TrainState() if resume_from is None else resume(run, resume_from))
+
+
+def resume(run: Run, folder: Path) -> TrainState:
+    """Load a checkpoint into the set-up run: weights, optimizer, LR schedule, RNG, loss scale, EMA."""
+    state = checkpoint.load(run.accelerator, folder, run.cfg.train.gradient_accumulation)
+    modes.place_ema(run)  # accelerate loads custom states on the CPU; EMAModel keeps what it is given
+    log.info("resumed from %s at step %d", folder, state.step)
+    return state
+
+
+def fit(run: Run, state: TrainState, stop: int) -> None:
+    """Optimizer steps until ``state.step`` reaches ``stop``."""
+    bar = _progress(run.accelerator, run.cfg, state.step)
+    while state.step < stop:  # more than one pass only when fp16 overflows skipped steps
+        _run_batches(run, state, stop, bar)
+    bar.close()
+
+
+def _run_batches(run: Run, state: TrainState, stop: int, bar) -> None:
+    """The micro-batches of the ``stop - state.step`` optimizer steps still to take (fewer steps if some
+    are skipped)."""
+    acc, accum = run.accelerator, run.cfg.train.gradient_accumulation
+    losses: list[float] = []
+    for batch in micro_loader(run, state.micro_step, state.micro_step + (stop - state.step) * accum):
+        loss, skipped = _guarded_micro_step(run, state, batch)
+        losses.append(loss)
+        state.micro_step += 1
+        state.images_seen += run.cfg.train.batch_size * acc.num_processes
+        if not acc.sync_gradients:
+            continue
+        if skipped:
+            _count_skipped(run, state)
+        else:
+            advance(run)
+            state.step, state.loss, state.skipped_in_a_row = state.step + 1, sum(losses) / len(losses), 0
+            after_step(run, state, bar)
+        losses = []
+
+
+class MicroStep(NamedTuple):
+    """What ``micro_step`` did."""
+
+    loss: Any  # this micro-batch's loss (a tensor on the device)
+    skipped: bool  # the optimizer step that ended here was skipped: fp16 overflow
+
+
+class NonFiniteGradients(TrainingError):
+    """The gradient norm is not finite and no loss scaler runs: raised before the optimizer step."""
+
+
+def micro_step(run: Run, batch: dict) -> MicroStep:
     """Loss, backward, and (at the end of an accumulation) clipping and the optimizer step."""
     acc, cfg = run.accelerator, run.cfg
     with acc.accumulate(*run.trained):
         loss = training_loss(run, batch)
         acc.backward(loss)
+        scale = _loss_scale(acc) if acc.sync_gradients and acc.scaler is not None else None  # before the step
         if acc.sync_gradients and cfg.train.max_grad_norm:
-            acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm)
+            norm = acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm)
+            if acc.scaler is None and norm is not None and not math.isfinite(float(norm)):
+                raise NonFiniteGradients(f"loss became {loss.item()}" if not math.isfinite(loss.item())
+                                         else f"gradient norm became {float(norm)}")
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-    return loss
+    return MicroStep(loss, scale is not None and _step_skipped(acc, scale))
 
 
-def setup(cfg, *, resuming: bool) -> Run:
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import ProjectConfiguration, set_seed
+def _loss_scale(acc) -> float:
+    return acc.scaler.get_scale() if acc.scaler is not None else 1.0
 
-    from ..core import models
-    from ..data import dataset as data
-    from .optim import make_optimizer, make_scheduler
 
-    run_dir = Path(cfg.output.dir)
-    # One Accelerator per train() call: forget the previous call's precision (not its process group), so a
-    # notebook or test can train twice in one process with different settings.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    # cpu=True on accelerator-less machines makes torchrun's processes a real gloo group.
-    acc = Accelerator(cpu=not _has_accelerator(), gradient_accumulation_steps=cfg.train.gradient_accumulation,
-                      mixed_precision=cfg.train.mixed_precision,
-                      log_with="tensorboard" if cfg.logging.tensorboard else None,
-                      project_config=ProjectConfiguration(project_dir=str(run_dir),
-                                                          logging_dir=str(run_dir / "logs")))
-    if acc.is_main_process:
-        checkpoint.prepare_run_dir(run_dir, overwrite=cfg.output.overwrite, resuming=resuming)
-    acc.wait_for_everyone()
-    set_seed(cfg.train.seed)
-    if acc.device.type == "cuda" and cfg.speed.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    _log_safety_checker(cfg)
-    parts = models.load_parts(cfg.model.base, cfg.model.revision, cfg.model.allow_pickle)
-    cfg, builder, index = data.prepare(cfg)  # value maps completed with the data's classes: saved below
-    run = Run(cfg, acc, parts, builder, index, data.ImageCaptionDataset(index, cfg.data, parts.tokenizer), [])
-    run.weight_dtype = _weight_dtype(cfg, acc)
-    (modes.setup_lora if cfg.train.mode == "lora" else modes.setup_full)(run)
-    _fast_paths(run)
-    if cache.cache_enabled(cfg):
-        cache.attach(run)
-    run.optimizer = make_optimizer(run.params, cfg.optim, acc.device.type)
-    run.lr_scheduler = make_scheduler(run.optimizer, cfg.optim, cfg.train.max_steps)
-    prepared = acc.prepare(*run.trained, run.optimizer)
-    run.trained, run.optimizer = list(prepared[:-1]), prepared[-1]
-    run.parts.unet = run.trained[0]
-    if cfg.lora.text_encoder:
-        run.parts.text_encoder = run.trained[1]
-    if cfg.speed.compile:
-        run.parts.unet.compile()  # in place: state-dict keys, peft and EMA see the same module
-    acc.register_for_checkpointing(run.lr_scheduler)
+def _step_skipped(acc, scale_before: float) -> bool:
+    """The loss scaler found inf/NaN gradients and skipped the step. Fused optimizers (our AdamW) take the
+    skip inside their own step, which accelerate's ``optimizer_step_was_skipped`` does not see; the scaler
+    halving its scale does."""
+    return acc.optimizer_step_was_skipped or _loss_scale(acc) < scale_before
+
+
+def advance(run: Run) -> None:
+    """After an applied optimizer step: the LR schedule and the EMA follow."""
+    run.lr_scheduler.step()
     if run.ema is not None:
-        acc.register_for_checkpointing(run.ema)
-    run.empty_ids = data.tokenize(parts.tokenizer, "").unsqueeze(0)
-    run.weights = _balance_weights(run)
-    _start_logging(run)
-    return run
+        run.ema.step(run.accelerator.unwrap_model(run.parts.unet).parameters())
 
 
-def _has_accelerator() -> bool:
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps and mps.is_available())
-
-
-def _weight_dtype(cfg, acc):
-    import torch
-
-    if cfg.train.mixed_precision == "bf16":
-        return torch.bfloat16
-    if cfg.train.mixed_precision == "fp16":
-        if acc.device.type == "cpu":
-            log.warning("fp16 on CPU computes in fp32; use train.mixed_precision=bf16 for a real speed-up")
-            return torch.float32
-        return torch.float16
-    return torch.float32
+def _guarded_micro_step(run: Run, state: TrainState, batch: dict) -> tuple[float, bool]:
+    """``micro_step``, stopping the run on a non-finite loss or gradient norm unless a loss scaler runs."""
+    acc = run.accelerator
+    try:
+        out = micro_step(run, batch)
+    except NonFiniteGradients as exc:
+        raise _stopped(run, state, str(exc), "lower optim.lr or use bf16") from None
+    mean_loss = acc.gather(out.loss.detach().reshape(1)).mean().item()
+    if not math.isfinite(mean_loss) and acc.scaler is None:
+        raise _stopped(run, state, f"loss became {mean_loss}", "lower optim.lr or use bf16")
+    return mean_loss, out.skipped
 
 
-def _log_safety_checker(cfg) -> None:
-    state = "ON (it blacks out many skin images)" if cfg.model.safety_checker else "off"
-    log.info("SD NSFW safety checker: %s (model.safety_checker)", state)
+def _count_skipped(run: Run, state: TrainState) -> None:
+    """Count an overflowed (skipped) fp16 step; stop after ``train.max_skipped_steps`` in a row."""
+    limit = run.cfg.train.max_skipped_steps
+    state.skipped_steps, state.skipped_in_a_row = state.skipped_steps + 1, state.skipped_in_a_row + 1
+    log.warning("fp16 overflow: optimizer step %d skipped (%d in a row, stop at %d); loss scale now %g",
+                state.step + 1, state.skipped_in_a_row, limit, _loss_scale(run.accelerator))
+    if state.skipped_in_a_row >= limit:
+        raise _stopped(run, state, f"{limit} optimizer steps in a row overflowed in fp16 "
+                                   f"(train.max_skipped_steps={limit})",
+                       "lower optim.lr, use train.mixed_precision=bf16 or raise train.max_skipped_steps")
 
 
-def _fast_paths(run: Run) -> None:
-    """``speed``: fused SDPA attention (or diffusers' plain processor) and channels-last UNet weights."""
-    import torch
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-    speed = run.cfg.speed
-    for model in (run.parts.unet, run.parts.vae):
-        model.set_attn_processor(AttnProcessor2_0() if speed.sdpa else AttnProcessor())
-    if speed.channels_last:
-        run.parts.unet.to(memory_format=torch.channels_last)
-
-
-def _balance_weights(run: Run) -> list[float] | None:
-    cfg = run.cfg.data
-    if cfg.balance == "none":
-        return None
-    from ..data.balance import expected_mix, format_mix, group_weights
-
-    columns = [cfg.tone_column] + ([cfg.diagnosis_column] if cfg.balance == "tone_x_diagnosis" else [])
-    missing = [c for c in columns if c not in run.index.records[0].row]
-    if missing:
-        raise ConfigError(f"data.balance={cfg.balance} needs column(s) {', '.join(missing)}; set "
-                          "data.tone_column / data.diagnosis_column")
-    groups = run.index.groups(columns)
-    weights = group_weights(groups, cap=cfg.balance_cap)
-    run.group_mix = {"/".join(k): v for k, v in expected_mix(groups, weights).items()}
-    log.info("balanced sampling (%s): expected mix %s", cfg.balance, format_mix(expected_mix(groups, weights)))
-    return weights
+def _stopped(run: Run, state: TrainState, what: str, fix: str) -> TrainingError:
+    last = checkpoint.list_checkpoints(Path(run.cfg.output.dir))
+    return TrainingError(f"{what} at step {state.step + 1}; stopped. Last good checkpoint: "
+                         f"{last[-1] if last else 'none'} ({fix})")
 
 
 def make_loader(run: Run, start_step: int, stop_step: int):
+    """The batches of optimizer steps ``[start_step, stop_step)`` (each ``train.gradient_accumulation``
+    micro-batches), assuming no step is skipped."""
+    accum = run.cfg.train.gradient_accumulation
+    return micro_loader(run, start_step * accum, stop_step * accum)
+
+
+def micro_loader(run: Run, start: int, stop: int):
+    """The DataLoader of micro-batches ``[start, stop)`` of this process (see ``StepBatchSampler``)."""
     import torch
 
     from ..data.dataset import collate
     from ..data.sampler import StepBatchSampler
 
     cfg, acc = run.cfg, run.accelerator
-    accum = cfg.train.gradient_accumulation
-    sampler = StepBatchSampler(len(run.dataset), cfg.train.batch_size, seed=cfg.train.seed,
-                               start=start_step * accum, stop=stop_step * accum,
-                               num_processes=acc.num_processes, process_index=acc.process_index,
+    sampler = StepBatchSampler(len(run.dataset), cfg.train.batch_size, seed=cfg.train.seed, start=start,
+                               stop=stop, num_processes=acc.num_processes, process_index=acc.process_index,
                                weights=run.weights)
     # Its own generator: creating the iterator must not draw from the global RNG (LoRA dropout uses it,
     # and a resumed run creates the iterator at another point of that stream).
@@ -322,17 +279,18 @@ def _min_snr_weights(sched, timesteps, gamma: float):
     return weights
 
 
-def after_step(run: Run, state: dict, bar) -> None:
-    cfg, acc = run.cfg, run.accelerator
+def after_step(run: Run, state: TrainState, bar) -> None:
+    """After an applied optimizer step: progress, logs, checkpoint and validation grid when due."""
+    cfg, acc, step = run.cfg, run.accelerator, state.step
     lr = run.lr_scheduler.get_last_lr()[0]
     bar.update(1)
-    bar.set_postfix(loss=f"{state['loss']:.4f}", lr=f"{lr:.2e}")
-    if state["step"] % cfg.logging.log_every == 0 or state["step"] == cfg.train.max_steps:
-        acc.log({"train/loss": state["loss"], "train/lr": lr}, step=state["step"])
-    if cfg.train.checkpoint_every and state["step"] % cfg.train.checkpoint_every == 0:
-        checkpoint.save(acc, Path(cfg.output.dir), state["step"], state, cfg.train.keep_checkpoints)
-    if cfg.validation.every and state["step"] % cfg.validation.every == 0 and state["step"] < cfg.train.max_steps:
-        validate(run, state["step"])
+    bar.set_postfix(loss=f"{state.loss:.4f}", lr=f"{lr:.2e}")
+    if step % cfg.logging.log_every == 0 or step == cfg.train.max_steps:
+        acc.log({"train/loss": state.loss, "train/lr": lr, "train/skipped_steps": state.skipped_steps}, step=step)
+    if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+        checkpoint.save(acc, Path(cfg.output.dir), state, cfg.train.keep_checkpoints)
+    if cfg.validation.every and step % cfg.validation.every == 0 and step < cfg.train.max_steps:
+        validate(run, step)
 
 
 def _progress(acc, cfg, initial: int):
@@ -340,15 +298,6 @@ def _progress(acc, cfg, initial: int):
 
     return tqdm(total=cfg.train.max_steps, initial=initial, desc=f"train ({cfg.train.mode})", unit="step",
                 disable=not (cfg.logging.progress and acc.is_local_main_process), dynamic_ncols=True)
-
-
-def _start_logging(run: Run) -> None:
-    acc = run.accelerator
-    if acc.is_main_process:
-        config.save(run.cfg, run.cfg.output.dir)
-        flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
-                for s, sec in run.cfg.to_dict().items() for k, v in sec.items()}
-        acc.init_trackers("dermdiff", config=flat)
 
 
 def validate(run: Run, step: int) -> Path | None:
@@ -359,16 +308,16 @@ def validate(run: Run, step: int) -> Path | None:
         return render_validation_grid(run, step)
 
 
-def finish(run: Run, state: dict, seconds: float) -> dict:
+def finish(run: Run, state: TrainState, seconds: float) -> dict:
     """Save the final output (adapter or pipeline folder), a last grid, and the JSON summary."""
     from .validation import save_outputs
 
     cfg, acc = run.cfg, run.accelerator
     outputs = save_outputs(run)
-    grid = validate(run, state["step"]) if cfg.validation.at_end else None
+    grid = validate(run, state.step) if cfg.validation.at_end else None
     summary = {
-        "mode": cfg.train.mode, "steps": state["step"], "final_loss": state["loss"],
-        "images_seen": state["images_seen"], "seconds": round(seconds, 2),
+        "mode": cfg.train.mode, "steps": state.step, "final_loss": state.loss,
+        "images_seen": state.images_seen, "skipped_steps": state.skipped_steps, "seconds": round(seconds, 2),
         "processes": acc.num_processes, "device": str(acc.device),
         "peak_memory_bytes": _peak_memory(acc), "skipped_images": len(run.index.skipped),
         "dataset_images": len(run.index.records), "group_mix": run.group_mix, "data": run.index.report,

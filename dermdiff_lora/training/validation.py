@@ -97,6 +97,19 @@ def ema_weights(run):
         run.ema.restore(params)
 
 
+@contextmanager
+def eval_mode(run):
+    """The trained modules in eval mode for the duration (no LoRA dropout in a grid), train mode after."""
+    models = [run.accelerator.unwrap_model(m) for m in run.trained]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model in models:
+            model.train()
+
+
 def render_validation_grid(run, step: int) -> Path | None:
     """Render the diagnosis × tone grid with the weights being trained; log it to TensorBoard."""
     import numpy as np
@@ -109,7 +122,7 @@ def render_validation_grid(run, step: int) -> Path | None:
     if not acc.is_main_process or not run.builder.template:
         return None
     res = cfg.validation.resolution or cfg.data.resolution
-    with ema_weights(run), torch.no_grad():
+    with ema_weights(run), eval_mode(run), torch.no_grad():
         pipe = StableDiffusionPipeline(
             vae=parts.vae, text_encoder=acc.unwrap_model(parts.text_encoder), tokenizer=parts.tokenizer,
             unet=acc.unwrap_model(parts.unet),

@@ -1,22 +1,21 @@
-"""Tone-balanced sampling weights: uniform expected mix, the cap, and a real WeightedRandomSampler epoch."""
+"""Tone-balanced sampling weights: uniform expected mix, the cap, and an epoch of the training sampler."""
 
 from collections import Counter
 
 import pytest
-import torch
-from torch.utils.data import WeightedRandomSampler
 
 from dermdiff_lora.core.errors import ConfigError, DataError
 from dermdiff_lora.data.balance import expected_mix, format_mix, group_weights
+from dermdiff_lora.data.sampler import StepBatchSampler
 
 GROUPS = ["lighter"] * 1400 + ["brown"] * 500 + ["darker"] * 100  # 70 / 25 / 5 %
 
 
 def _epoch_mix(weights, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
-    counts = Counter(GROUPS[i] for i in sampler)
-    return {g: counts[g] / len(weights) for g in set(GROUPS)}
+    """The group shares of one epoch drawn by training's sampler (``weights=None``: unweighted)."""
+    sampler = StepBatchSampler(len(GROUPS), 100, seed=seed, start=0, stop=len(GROUPS) // 100, weights=weights)
+    counts = Counter(GROUPS[i] for batch in sampler for i, _ in batch)
+    return {g: counts[g] / len(GROUPS) for g in set(GROUPS)}
 
 
 def test_weights_make_the_expected_mix_uniform():
@@ -31,7 +30,7 @@ def test_sampled_epoch_is_close_to_uniform():
     for seed in range(3):
         mix = _epoch_mix(group_weights(GROUPS), seed)
         assert all(abs(share - 1 / 3) < 0.04 for share in mix.values()), mix
-    unweighted = _epoch_mix([1.0] * len(GROUPS))
+    unweighted = _epoch_mix(None)
     assert unweighted["darker"] < 0.08  # without the weights the rare group stays rare
 
 

@@ -16,7 +16,7 @@ from dermdiff_lora.core import config, models, prompts
 from dermdiff_lora.core.errors import DataError
 from dermdiff_lora.data import cache
 from dermdiff_lora.data import dataset as data
-from dermdiff_lora.training import train
+from dermdiff_lora.training import session, train
 
 _ORIGINAL = train.after_step, train._text_embeddings
 
@@ -27,7 +27,7 @@ def _train_recording(monkeypatch, cfg) -> tuple[list[float], list[bool]]:
     after, embed = _ORIGINAL
 
     def record_step(run, state, bar):
-        losses.append(state["loss"])
+        losses.append(state.loss)
         after(run, state, bar)
 
     def record_drop(run, batch, drop):
@@ -141,9 +141,9 @@ def test_fast_path_switches(tiny_base, demo_data, tmp_path):
 
     parts = models.load_parts(str(tiny_base))
     run = _run_stub(make_cfg(demo_data, tmp_path, "speed.sdpa=false", "speed.channels_last=true"), parts)
-    train._fast_paths(run)
+    session._fast_paths(run)
     assert all(type(p) is AttnProcessor for p in parts.unet.attn_processors.values())
     assert parts.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     run.cfg = make_cfg(demo_data, tmp_path)
-    train._fast_paths(run)
+    session._fast_paths(run)
     assert all(type(p) is AttnProcessor2_0 for m in (parts.unet, parts.vae) for p in m.attn_processors.values())

@@ -1,7 +1,10 @@
 """Training switches: init adapter, 8-bit Adam state, bf16, checkpointing, min-SNR, logs and grids."""
 
+from collections import Counter
+
+import pytest
 import torch
-from conftest import make_cfg
+from conftest import count_forwards, make_cfg
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -31,20 +34,51 @@ def test_adamw8bit_keeps_small_tensors_in_32_bit():
         assert optim.optimizer_state_bytes(opt) > 0
 
 
-def test_bf16_lora_trains_fp32_adapter(tiny_base, demo_data, tmp_path):
-    summary = train.train(make_cfg(demo_data, tmp_path / "bf16", "train.mixed_precision=bf16",
-                                   "train.max_steps=2"))
+def _on_first_loss(monkeypatch, inspect) -> list:
+    """Call ``inspect(run)`` before each run's first training loss; returns [its result per run]."""
+    real, runs, seen = train.training_loss, [], []
+
+    def spy(run, batch):
+        if not runs or runs[-1] is not run:
+            runs.append(run)
+            seen.append(inspect(run))
+        return real(run, batch)
+
+    monkeypatch.setattr(train, "training_loss", spy)
+    return seen
+
+
+def _output_dtypes(module) -> list:
+    dtypes: list = []
+    module.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    return dtypes
+
+
+def test_bf16_lora_computes_in_bf16_and_keeps_fp32_adapter(tiny_base, demo_data, tmp_path, monkeypatch):
+    seen = _on_first_loss(monkeypatch, lambda run: (_output_dtypes(run.parts.unet.up_blocks[-1].attentions[0]
+                                                                   .transformer_blocks[0].attn1.to_q),
+                                                    run.parts.text_encoder.dtype))
+    bf16 = train.train(make_cfg(demo_data, tmp_path / "bf16", "train.mixed_precision=bf16", "train.max_steps=1"))
+    fp32 = train.train(make_cfg(demo_data, tmp_path / "fp32", "train.max_steps=1"))
+    (bf16_outputs, bf16_frozen), (fp32_outputs, fp32_frozen) = seen
+    assert set(bf16_outputs) == {torch.bfloat16} and set(fp32_outputs) == {torch.float32}  # LoRA layer under autocast
+    assert (bf16_frozen, fp32_frozen) == (torch.bfloat16, torch.float32)
+    # Same batch, same initial weights: the first loss differs only by bf16 rounding.
+    assert 0 < abs(bf16["final_loss"] - fp32["final_loss"]) < 1e-2 * fp32["final_loss"]
     weights = load_file(tmp_path / "bf16" / lora.WEIGHT_NAME)
-    assert summary["steps"] == 2 and all(v.dtype == torch.float32 for v in weights.values())
-    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert all(v.dtype == torch.float32 for v in weights.values())  # fp32 master weights of the adapter
+    assert any(v.abs().max() > 0 for k, v in weights.items() if "lora_B" in k)  # and they trained
 
 
-def test_gradient_checkpointing_same_weights_and_logs_and_grids(tiny_base, demo_data, tmp_path):
+def test_gradient_checkpointing_recomputes_same_weights_and_logs_and_grids(tiny_base, demo_data, tmp_path,
+                                                                           monkeypatch):
     common = ("train.max_steps=2", "logging.tensorboard=true", "validation.every=1")
+    forwards = _on_first_loss(monkeypatch, lambda run: count_forwards(run.parts.unet.up_blocks[-1].resnets[-1].norm1))
     train.train(make_cfg(demo_data, tmp_path / "plain", *common))
     train.train(make_cfg(demo_data, tmp_path / "ckpt", *common, "train.gradient_checkpointing=true"))
+    assert [calls[0] for calls in forwards] == [2, 4]  # 2 steps; checkpointing recomputes in each backward
     a, b = load_file(tmp_path / "plain" / lora.WEIGHT_NAME), load_file(tmp_path / "ckpt" / lora.WEIGHT_NAME)
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6  # and changes no result
     assert list((tmp_path / "plain" / "logs").rglob("events.out.tfevents.*"))
     grid = tmp_path / "plain" / "validation" / "step-000001.png"
     with Image.open(grid) as im:
@@ -63,8 +97,18 @@ def test_min_snr_weights_match_formula():
     assert train._min_snr_weights(sched, t, 5.0)[0] < 1.0 and train._min_snr_weights(sched, t, 5.0)[-1] == 1.0
 
 
-def test_balanced_training_reports_its_group_mix(tiny_base, demo_data, tmp_path):
-    summary = train.train(make_cfg(demo_data, tmp_path / "bal", "data.balance=tone_x_diagnosis",
-                                   "train.max_steps=1"))
-    mix = summary["group_mix"]
-    assert len(mix) == 6 and all(abs(v - 1 / 6) < 1e-6 for v in mix.values())
+def test_balanced_training_draws_the_reported_mix(tiny_base, demo_data, tmp_path, monkeypatch):
+    """demo_data: 6 benign and 2 malignant images per tone; balanced, each tone x diagnosis group is 1/6."""
+    cfg = make_cfg(demo_data, tmp_path / "bal", "data.balance=tone_x_diagnosis", "train.max_steps=3")
+    run = train.setup(cfg, resuming=False)
+    group = {i: (r.row["skin_tone"], r.row["benign_malignant"]) for i, r in enumerate(run.index.records)}
+    drawn = Counter(group[i] for batch in train.make_loader(run, 0, 600).batch_sampler for i, _ in batch)
+    assert len(drawn) == 6 and all(abs(n / 1200 - 1 / 6) < 0.03 for n in drawn.values()), drawn
+    run.accelerator.end_training()
+    first = list(train.make_loader(run, 0, 3).batch_sampler)
+    indices = []
+    real = train.training_loss
+    monkeypatch.setattr(train, "training_loss", lambda r, b: indices.append(b["index"].tolist()) or real(r, b))
+    summary = train.train(cfg)
+    assert indices == [[i for i, _ in batch] for batch in first]  # the loop trains on those draws
+    assert summary["group_mix"] == {f"{t}/{d}": pytest.approx(1 / 6) for t, d in set(group.values())}
