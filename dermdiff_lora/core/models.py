@@ -199,12 +199,13 @@ def build_tiny_random(folder: Path, seed: int = 0, sample_size: int = 32) -> Pat
     vocab_file, merges_file = write_tiny_tokenizer_files(folder / ".tokenizer-src")
     tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
     arch = tiny_architecture(len(tokenizer), sample_size)
-    torch.manual_seed(seed)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}
-    text_encoder = CLIPTextModel(CLIPTextConfig(**arch["text_encoder"], **special))
-    unet = UNet2DConditionModel(**arch["unet"])
-    vae = AutoencoderKL(**arch["vae"])
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's random stream is left as it was
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**arch["text_encoder"], **special))
+        unet = UNet2DConditionModel(**arch["unet"])
+        vae = AutoencoderKL(**arch["vae"])
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,

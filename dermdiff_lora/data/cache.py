@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core import killpoints
 from ..core.errors import DataError
 from ..core.fsutil import atomic_path
 from . import dataset as data
@@ -150,6 +151,7 @@ def write(path: Path, tensors: dict, description: dict) -> None:
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(description)})
+        killpoints.reached("cache.writing")
 
 
 def read(path: Path) -> dict:

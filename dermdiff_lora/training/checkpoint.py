@@ -14,7 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import killpoints
 from ..core.errors import ConfigError
+from ..core.fsutil import atomic_write, disk_errors
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -81,12 +83,16 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool, resuming: bool) -> None:
 def save(accelerator, run_dir: Path, state: TrainState, keep: int) -> Path:
     """Save the accelerate state + our counters, then prune to the last ``keep`` checkpoints."""
     folder = Path(run_dir) / CHECKPOINTS / f"step-{state.step:06d}"
-    accelerator.save_state(str(folder))
+    with disk_errors(folder.parent, "checkpoint"):
+        (folder / STATE_FILE).unlink(missing_ok=True)  # an older save of this step is no longer complete
+        accelerator.save_state(str(folder))
+        if accelerator.is_main_process:
+            killpoints.reached("checkpoint.before_state_file")
+            atomic_write(folder / STATE_FILE, json.dumps(dataclasses.asdict(state), indent=2))  # last: complete
     if accelerator.is_main_process:
-        tmp = folder / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2))
-        os.replace(tmp, folder / STATE_FILE)  # written last: marks the checkpoint complete
         for old in list_checkpoints(run_dir)[:-keep]:
+            (old / STATE_FILE).unlink()  # first: a half-deleted folder is never taken as a checkpoint
+            killpoints.reached("checkpoint.pruning")
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return folder

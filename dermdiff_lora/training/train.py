@@ -9,6 +9,7 @@ norm, when clipping) stops the run before the optimizer step, naming the last go
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..core import config
+from ..core import config, killpoints
 from ..core.errors import TrainingError
+from ..core.fsutil import atomic_write
+from ..core.lock import folder_lock
 from ..data import cache
 from . import checkpoint, modes
 from .checkpoint import TrainState
@@ -30,15 +33,20 @@ log = logging.getLogger(__name__)
 
 def train(cfg, *, stop_after: int | None = None) -> dict:
     """Train as the config says; returns (and writes) the JSON summary. ``stop_after`` simulates a
-    pause: stop (with a checkpoint) after that many optimizer steps, to resume later."""
+    pause: stop (with a checkpoint) after that many optimizer steps, to resume later.
+
+    The first process holds ``output.dir``'s lock throughout: a second run into the same folder is refused
+    while this one lives; a killed run's lock goes with its process."""
     t0 = time.time()
-    run, state = start(cfg)
-    fit(run, state, min(cfg.train.max_steps, stop_after or cfg.train.max_steps))
-    if state.step < cfg.train.max_steps:
-        checkpoint.save(run.accelerator, Path(cfg.output.dir), state, cfg.train.keep_checkpoints)
-        run.accelerator.end_training()
-        return {"paused_at_step": state.step, "output_dir": cfg.output.dir}
-    return finish(run, state, time.time() - t0)
+    first = int(os.environ.get("RANK", "0")) == 0  # before accelerate exists: torchrun/accelerate set RANK
+    with folder_lock(cfg.output.dir, "train") if first else contextlib.nullcontext():
+        run, state = start(cfg)
+        fit(run, state, min(cfg.train.max_steps, stop_after or cfg.train.max_steps))
+        if state.step < cfg.train.max_steps:
+            checkpoint.save(run.accelerator, Path(cfg.output.dir), state, cfg.train.keep_checkpoints)
+            run.accelerator.end_training()
+            return {"paused_at_step": state.step, "output_dir": cfg.output.dir}
+        return finish(run, state, time.time() - t0)
 
 
 def start(cfg) -> tuple[Run, TrainState]:
@@ -325,8 +333,8 @@ def finish(run: Run, state: TrainState, seconds: float) -> dict:
                     "config": str(Path(cfg.output.dir) / config.CONFIG_FILENAME)},
     }
     if acc.is_main_process:
-        path = Path(cfg.output.dir) / checkpoint.SUMMARY_FILE
-        path.write_text(json.dumps(summary, indent=2))
+        killpoints.reached("train.before_summary")
+        atomic_write(Path(cfg.output.dir) / checkpoint.SUMMARY_FILE, json.dumps(summary, indent=2))
     acc.end_training()
     return summary
 

@@ -38,3 +38,16 @@ def test_bad_name_and_uncached_hub_id_offline():
         models.resolve_base("no/such/thing")
     with pytest.raises(HubError, match="not \\(fully\\) in the local Hugging Face cache"):
         models.resolve_base("someone/not-cached-model")
+
+
+def test_building_tiny_random_leaves_the_callers_random_stream_alone(tmp_path):
+    """A run that builds the tiny base must train exactly like one that loads it (found by the kill soak)."""
+    import torch
+
+    from dermdiff_lora.core.models import build_tiny_random
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_tiny_random(tmp_path / "tiny")
+    assert torch.equal(torch.rand(3), expected)
