@@ -87,3 +87,19 @@ def test_latent_cache_file(tmp_path):
         cache.write(path, {"latents": torch.zeros(100_000)}, {"n": 100_000})
     assert snapshot(tmp_path) == before
     assert io  # the adapter module is imported by the writers above
+
+
+def test_checkpoint_save(tiny_base, demo_data, tmp_path):
+    """A checkpoint that cannot be written is named; the previous one stays the latest (resume takes it)."""
+    from conftest import make_cfg
+
+    from dermdiff_lora.training import checkpoint
+    from dermdiff_lora.training.train import train
+
+    cfg = make_cfg(demo_data, tmp_path / "run", "train.max_steps=4", "train.checkpoint_every=2")
+    train(cfg, stop_after=2)
+    first = checkpoint.list_checkpoints(tmp_path / "run")
+    with disk_full(4096), pytest.raises(DiskError, match=r"cannot write the checkpoint in .*checkpoints"):
+        train(make_cfg(demo_data, tmp_path / "run", "train.max_steps=4", "train.checkpoint_every=2",
+                       "train.resume=latest"), stop_after=4)
+    assert checkpoint.list_checkpoints(tmp_path / "run") == first

@@ -42,3 +42,18 @@ def test_lock_is_released_when_the_block_ends(tmp_path):
         assert (tmp_path / "new" / LOCK_NAME).is_file()
     with folder_lock(tmp_path / "new", "rebalance"):  # would raise if the first block had kept the lock
         pass
+
+
+def test_a_second_train_into_a_live_output_folder_is_refused(tiny_base, demo_data, tmp_path):
+    from conftest import make_cfg
+
+    from dermdiff_lora.training.train import train
+
+    proc = _holder(tmp_path / "run")
+    try:
+        with pytest.raises(ConfigError, match=r"run is in use by another train"):
+            train(make_cfg(demo_data, tmp_path / "run", "train.max_steps=1"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert train(make_cfg(demo_data, tmp_path / "run", "train.max_steps=1"))["steps"] == 1
