@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import os
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,9 +126,8 @@ def _records(table: Table, data_cfg, builder: PromptBuilder) -> DatasetIndex:
     folder = Path(data_cfg.dir) if data_cfg.dir else None
     index = DatasetIndex(folder, [], dict(table.missing), table.origin)
     skip = data_cfg.on_bad_image == "skip"
-    for row, ref, key in zip(table.rows, table.images, table.keys):
+    for row, ref, key, problem in zip(table.rows, table.images, table.keys, _problems(table.images, data_cfg)):
         path = ref if isinstance(ref, Path) else None
-        problem = None if isinstance(ref, InTable) else _check_image(ref)
         if problem is None:
             caption = builder.build(row) if builder.template else str(row.get(data_cfg.caption_column) or "")
             index.records.append(Record(path, caption, row, key, ref))
@@ -166,6 +169,20 @@ def _report(table: Table, index: DatasetIndex, data_cfg, builder: PromptBuilder)
     if data_cfg.preset:
         report["licence"] = presets.licence_summary(presets.PRESET_TABLE[data_cfg.preset], rows)
     return report
+
+
+PARALLEL_CHECK = 4000  # images: from here on, their checks are spread over the CPUs
+
+
+def _problems(refs: list, data_cfg) -> Iterator[str | None]:
+    """Each image's problem (None: readable), in order; many images are checked by a pool of processes."""
+    paths = [r for r in refs if isinstance(r, Path)]
+    cpus = min(8, os.cpu_count() or 1)
+    if data_cfg.max_samples or len(paths) < PARALLEL_CHECK or cpus < 2:
+        return (None if isinstance(r, InTable) else _check_image(r) for r in refs)
+    with ProcessPoolExecutor(cpus, mp_context=multiprocessing.get_context("fork")) as pool:
+        checked = dict(zip(paths, pool.map(_check_image, paths, chunksize=256)))
+    return (None if isinstance(r, InTable) else checked[r] for r in refs)
 
 
 def _check_image(path: Path) -> str | None:

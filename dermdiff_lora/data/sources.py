@@ -15,7 +15,7 @@ from pathlib import Path
 from ..core.config import FITZPATRICK_GROUPS
 from ..core.errors import DataError
 from . import presets
-from .tables import Table, check_keys, find_in_folders, find_metadata, pick_file_column, read_table
+from .tables import FolderIndex, Table, check_keys, find_metadata, pick_file_column, read_table
 
 
 def load_table(data_cfg) -> Table:
@@ -152,7 +152,8 @@ def _check_folders(folders: list[Path]) -> None:
 def _attach_images(table: Table, folders: list[Path], suffix: str, *, skip: bool, counted: bool) -> None:
     """Find every row's image; missing ones raise, or are dropped (``counted``: under left_out, else
     listed in ``table.missing`` like unreadable images)."""
-    found = [find_in_folders(folders, key, suffix) for key in table.keys]
+    index = FolderIndex(folders)
+    found = [index.find(key, suffix) for key in table.keys]
     missing = [k for k, p in zip(table.keys, found) if p is None]
     if missing and not skip:
         listed = table.origin.get("metadata", "the metadata")

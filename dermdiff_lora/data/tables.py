@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,6 +187,29 @@ def find_in_folders(folders: list[Path], name: str, suffix: str = "") -> Path | 
         if (found := find_image(folder, name, suffix)) is not None:
             return found
     return None
+
+
+class FolderIndex:
+    """``find_in_folders`` for many names: each folder listed once (one ``scandir`` instead of a ``stat``
+    per name and suffix), names in subfolders and odd cases answered by ``find_image`` itself."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self.listing = [{e.name for e in os.scandir(f) if e.is_file()} if f.is_dir() else set() for f in folders]
+
+    def find(self, name: str, suffix: str = "") -> Path | None:
+        if not name:
+            return None
+        if "/" in name or os.sep in name:
+            return find_in_folders(self.folders, name, suffix)
+        candidates = [f"{name}{suffix}"]
+        if not Path(name).suffix:
+            candidates += [f"{name}{ext}" for ext in IMAGE_SUFFIXES] + [f"{name}{ext.upper()}" for ext in IMAGE_SUFFIXES]
+        for folder, names in zip(self.folders, self.listing):
+            for candidate in candidates:
+                if candidate in names:
+                    return folder / candidate
+        return None
 
 
 def file_stem(key: str) -> str:

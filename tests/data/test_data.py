@@ -85,7 +85,10 @@ def test_empty_dataset(tmp_path):
         _index(tmp_path)
 
 
-def test_unreadable_image_errors_or_is_skipped(tmp_path):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_unreadable_image_errors_or_is_skipped(tmp_path, monkeypatch, parallel):
+    if parallel:  # many images are checked by a pool of processes: the same answers, in the same order
+        monkeypatch.setattr(data, "PARALLEL_CHECK", 1)
     folder = _folder(tmp_path, ROWS)
     (folder / "ISIC_1.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
