@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..core.config import DataConfig, data_errors
 from ..core.errors import ConfigError, DataError
-from ..core.fsutil import atomic_write
+from ..core.fsutil import atomic_path, atomic_write
 from ..core.hubio import is_hub_id
 from ..data import dataset as data
 from ..data.sources import load_table
@@ -232,12 +232,10 @@ def _write_rows(rows: list[dict], path: Path) -> None:
     if path.suffix == ".jsonl":
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=TONE_FIELDS)
         writer.writeheader()
         writer.writerows({k: "" if r[k] is None else r[k] for k in TONE_FIELDS} for r in rows)
-    os.replace(tmp, path)
 
 
 def _output_path(base: Path, out_path: str | os.PathLike | None, inputs: list[Path]) -> Path:

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError, DataError
-from ..core.fsutil import atomic_write
+from ..core.fsutil import atomic_write, disk_errors
 from ..core.lock import folder_lock
 from ..core.prompts import DEFAULT_VALUE_MAPS
 from ..generation.grid import save_png
@@ -338,7 +338,8 @@ def rebalance(
                 "dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
                 "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
     _prepare_out(base, out, settings)
-    with folder_lock(out, "rebalance"):  # a second rebalance into the same folder is refused while this lives
+    # one rebalance per folder at a time; a full disk is one line, and a rerun resumes where it stopped
+    with folder_lock(out, "rebalance"), disk_errors(out, "rebalance output"):
         _copy_real(out, list(zip(table.images, files)), link)
         fieldnames, synthetic = _init_metadata(out, columns, rows)
         slots, _ = _load_state(out, names, synthetic, file_col)

@@ -103,3 +103,29 @@ def test_checkpoint_save(tiny_base, demo_data, tmp_path):
         train(make_cfg(demo_data, tmp_path / "run", "train.max_steps=4", "train.checkpoint_every=2",
                        "train.resume=latest"), stop_after=4)
     assert checkpoint.list_checkpoints(tmp_path / "run") == first
+
+
+def test_audit_outputs(demo_data, tmp_path):
+    from dermdiff_lora.tone.audit import audit_dataset
+
+    out = tmp_path / "audit" / "tones.csv"
+    audit_dataset(demo_data, out, workers=1, progress=False)
+    before = snapshot(out.parent)
+    with disk_full(1024), pytest.raises(DiskError, match=str(out.parent)):
+        audit_dataset(demo_data, out, workers=1, progress=False)
+    assert snapshot(out.parent) == before
+
+
+def test_rebalance_output(demo_data, tmp_path):
+    """Rebalance fails cleanly when its metadata cannot be written; a rerun with space resumes."""
+    from PIL import Image
+
+    from dermdiff_lora.tone.rebalance import rebalance
+
+    def draw(prompt, seed):
+        return Image.new("RGB", (32, 32), (180, 130, 100))
+
+    with disk_full(1024), pytest.raises(DiskError, match=str(tmp_path / "out")):
+        rebalance(demo_data, tmp_path / "out", draw, max_tries=1, progress=False)
+    report = rebalance(demo_data, tmp_path / "out", draw, max_tries=1, progress=False)
+    assert report.path.is_file()
