@@ -84,3 +84,36 @@ def test_main_catches_only_the_packages_errors(monkeypatch, capsys):
     monkeypatch.setattr(app, "cmd_train", interrupted)
     assert app.main(["train", "demo"]) == 130
     assert issubclass(ConfigError, DermDiffError)
+
+
+CELL = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "../x.png", "/abs.png", "a.png", "ISIC_1",
+                                                         "benign", "malignant", "0", "2", "nan", "\x00", '"']))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries({"image_name": CELL, "benign_malignant": CELL, "skin_tone": CELL}),
+                     max_size=5),
+       sep=st.sampled_from([",", ";", "\t"]), junk=st.binary(max_size=8))
+def test_any_metadata_rows_index_or_give_one_data_error(tmp_path_factory, rows, sep, junk):
+    """Whatever the rows (empty, odd names, bad values, stray bytes), indexing gives records or one error
+    of the package's own, never a traceback from csv, PIL or pathlib."""
+    import csv as csv_mod
+    import io
+
+    from PIL import Image
+
+    from dermdiff_lora.core.prompts import from_config
+    from dermdiff_lora.data.dataset import index_dataset
+
+    folder = tmp_path_factory.mktemp("meta")
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    text = io.StringIO()
+    writer = csv_mod.DictWriter(text, fieldnames=["image_name", "benign_malignant", "skin_tone"], delimiter=sep)
+    writer.writeheader()
+    writer.writerows(rows)
+    (folder / "metadata.csv").write_bytes(text.getvalue().encode() + junk)
+    cfg = config.load(None, [f"data.dir={folder}"])
+    try:
+        index_dataset(cfg.data, from_config(cfg.prompts))
+    except DermDiffError as exc:
+        assert str(exc).strip()
