@@ -3,7 +3,7 @@ image + check its header + captions, as `train`/`audit`/`rebalance` do before an
 
     PYTHONPATH=. .venv/bin/python benchmarks/metadata_index.py [--rows 100000]
 
-Writes the rows (and one 8x8 PNG per row, hard links of one file so the disk holds one image) into a temp
+Writes the rows (and one 8x8 PNG per row, hard links of a few files so the disk holds few images) into a temp
 folder, then times each stage on its own and the whole ``index_dataset`` call; prints seconds per stage.
 """
 
@@ -19,13 +19,16 @@ from pathlib import Path
 def build(folder: Path, rows: int) -> None:
     from PIL import Image
 
-    Image.new("RGB", (8, 8), (190, 140, 110)).save(folder / "seed.png")
+    seeds = [folder / f"seed{j}.png" for j in range(rows // 50_000 + 1)]  # a file takes < 65 000 links
+    for seed in seeds:
+        Image.new("RGB", (8, 8), (190, 140, 110)).save(seed)
     with open(folder / "metadata.csv", "w") as fh:
         fh.write("image_name,patient_id,benign_malignant,skin_tone\n")
         for i in range(rows):
-            os.link(folder / "seed.png", folder / f"ISIC_{i:07d}.png")
+            os.link(seeds[i // 50_000], folder / f"ISIC_{i:07d}.png")
             fh.write(f"ISIC_{i:07d},IP_{i // 3:07d},{'malignant' if i % 5 == 0 else 'benign'},{i % 3}\n")
-    (folder / "seed.png").unlink()
+    for seed in seeds:
+        seed.unlink()
 
 
 def main() -> None:
