@@ -109,12 +109,13 @@ def _pixels(record: data.Record, data_cfg, flip: bool) -> np.ndarray:
 def encode_latents(vae, index: data.DatasetIndex, data_cfg, device, dtype, progress: bool = True) -> dict:
     """``{"mean", "std"}``: [images, flips (1 or 2), C, h, w] in ``dtype``, on the CPU."""
     import torch
-    from tqdm.auto import tqdm
+
+    from ..core.progress import progress as progress_bar
 
     flips = (False, True) if data_cfg.random_flip else (False,)
     means, stds = [], []
     chunks = _chunks(len(index.records))
-    for start, stop in tqdm(chunks, desc="caching latents", disable=not progress, unit="chunk"):
+    for start, stop in progress_bar(chunks, desc="caching latents", disable=not progress, unit="chunk"):
         records = index.records[start:stop]
         per_flip = []
         for flip in flips:

@@ -336,10 +336,10 @@ def after_step(run: Run, state: dict, bar) -> None:
 
 
 def _progress(acc, cfg, initial: int):
-    from tqdm.auto import tqdm
+    from ..core.progress import progress
 
-    return tqdm(total=cfg.train.max_steps, initial=initial, desc=f"train ({cfg.train.mode})", unit="step",
-                disable=not (cfg.logging.progress and acc.is_local_main_process), dynamic_ncols=True)
+    return progress(total=cfg.train.max_steps, initial=initial, desc=f"train ({cfg.train.mode})", unit="step",
+                    disable=not (cfg.logging.progress and acc.is_local_main_process))
 
 
 def _start_logging(run: Run) -> None:
