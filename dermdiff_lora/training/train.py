@@ -215,6 +215,7 @@ def make_loader(run: Run, start_step: int, stop_step: int):
     import torch
 
     from ..data.dataset import collate
+    from ..data.loading import loader_options
     from ..data.sampler import StepBatchSampler
 
     cfg, acc = run.cfg, run.accelerator
@@ -227,7 +228,7 @@ def make_loader(run: Run, start_step: int, stop_step: int):
     # and a resumed run creates the iterator at another point of that stream).
     return torch.utils.data.DataLoader(run.dataset, batch_sampler=sampler,
                                        collate_fn=getattr(run.dataset, "collate", collate),
-                                       num_workers=cfg.data.num_workers,
+                                       **loader_options(cfg.data, acc.num_processes),
                                        generator=torch.Generator().manual_seed(cfg.train.seed),
                                        pin_memory=cfg.speed.pin_memory and acc.device.type == "cuda")
 
