@@ -69,7 +69,12 @@ class DataConfig:
     random_flip: bool = _opt(True)
     on_bad_image: str = _opt("error", choices=("error", "skip"))
     balance: str = _opt("none", choices=("none", "tone", "tone_x_diagnosis"))
-    balance_cap: float | None = _opt(None, min=1.0, help="max ratio between sampling weights")
+    balance_cap: float | None = _opt(10.0, min=1.0, help="max ratio between sampling weights (null: none): "
+                                     "an image of a small group is drawn at most this many times as often as "
+                                     "one of the largest")
+    balance_min_group: int = _opt(50, min=0, help="with data.balance: warn about every (diagnosis, tone) group "
+                                  "with fewer images (oversampling a few patients' photos invites memorising "
+                                  "them); 0: no warning")
     tone_column: str = _opt("skin_tone")
     diagnosis_column: str = _opt("benign_malignant")
     num_workers: int | None = _opt(None, min=0, max=64, help="DataLoader worker processes per training process; "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import config
-from ..core.errors import ConfigError, TrainingError
+from ..core.errors import TrainingError
 from ..data import cache
 from . import checkpoint, modes
 
@@ -194,20 +194,9 @@ def _fast_paths(run: Run) -> None:
 
 
 def _balance_weights(run: Run) -> list[float] | None:
-    cfg = run.cfg.data
-    if cfg.balance == "none":
-        return None
-    from ..data.balance import expected_mix, format_mix, group_weights
+    from ..data.balance import sampling_weights
 
-    columns = [cfg.tone_column] + ([cfg.diagnosis_column] if cfg.balance == "tone_x_diagnosis" else [])
-    missing = [c for c in columns if c not in run.index.records[0].row]
-    if missing:
-        raise ConfigError(f"data.balance={cfg.balance} needs column(s) {', '.join(missing)}; set "
-                          "data.tone_column / data.diagnosis_column")
-    groups = run.index.groups(columns)
-    weights = group_weights(groups, cap=cfg.balance_cap)
-    run.group_mix = {"/".join(k): v for k, v in expected_mix(groups, weights).items()}
-    log.info("balanced sampling (%s): expected mix %s", cfg.balance, format_mix(expected_mix(groups, weights)))
+    weights, run.group_mix = sampling_weights(run.index, run.cfg.data)
     return weights
 
 
