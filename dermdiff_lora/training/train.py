@@ -110,6 +110,7 @@ def setup(cfg, *, resuming: bool) -> Run:
 
     from ..core import models
     from ..data import dataset as data
+    from .ddp import ddp_handlers
     from .optim import make_optimizer, make_scheduler
 
     run_dir = Path(cfg.output.dir)
@@ -118,7 +119,7 @@ def setup(cfg, *, resuming: bool) -> Run:
     AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on accelerator-less machines makes torchrun's processes a real gloo group.
     acc = Accelerator(cpu=not _has_accelerator(), gradient_accumulation_steps=cfg.train.gradient_accumulation,
-                      mixed_precision=cfg.train.mixed_precision,
+                      mixed_precision=cfg.train.mixed_precision, kwargs_handlers=ddp_handlers(),
                       log_with="tensorboard" if cfg.logging.tensorboard else None,
                       project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                           logging_dir=str(run_dir / "logs")))
