@@ -12,11 +12,17 @@ def main(data_dir: str, out_dir: str, *overrides: str) -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
+    from dermdiff_lora.data import cache
     from dermdiff_lora.training import train
 
     rank = int(os.environ.get("RANK", 0))
     seen: list[int] = []
-    real_loss, real_finish = train.training_loss, train.finish
+    info: dict = {"encoded": []}  # latent-cache rows this process encoded; how DDP wrapped the UNet
+    real_loss, real_finish, real_encode = train.training_loss, train.finish, cache.encode_latents
+
+    def encode(vae, index, data_cfg, chunks, *args, **kwargs):
+        info["encoded"] += [list(c) for c in chunks]
+        return real_encode(vae, index, data_cfg, chunks, *args, **kwargs)
 
     def loss(run, batch):
         seen.extend(int(i) for i in batch["index"])
@@ -27,10 +33,14 @@ def main(data_dir: str, out_dir: str, *overrides: str) -> None:
         state_dict = {k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}
         save_file(state_dict, str(Path(out_dir) / f"rank{rank}.safetensors"))
         (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(seen))
+        ddp = run.parts.unet
+        info.update(wrapper=type(ddp).__name__, gradient_as_bucket_view=getattr(ddp, "gradient_as_bucket_view", None))
+        (Path(out_dir) / f"rank{rank}_info.json").write_text(json.dumps(info))
         return real_finish(run, state, seconds)
 
     train.training_loss = loss
     train.finish = finish
+    cache.encode_latents = encode
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     train.train(make_cfg(Path(data_dir), Path(out_dir), *overrides))
 

@@ -61,13 +61,24 @@ class DataConfig:
     caption_column: str = _opt("text", help="caption column, used when prompts.template is empty")
     resolution: int = _opt(512, min=8, max=4096)
     center_crop: bool = _opt(True, help="center crop (true) or random crop (false)")
+    fit: str = _opt("crop", choices=("crop", "pad"), help="non-square images: crop (data.center_crop) loses the "
+                    "ends of the long side; pad (to a square, in the border's median colour) keeps all of it "
+                    "at fewer pixels")
+    decode: str = _opt("draft", choices=("draft", "full"), help="JPEGs: draft decodes at 1/2, 1/4 or 1/8 "
+                       "scale, still at least data.resolution (much faster on large photos); full: every pixel")
     random_flip: bool = _opt(True)
     on_bad_image: str = _opt("error", choices=("error", "skip"))
     balance: str = _opt("none", choices=("none", "tone", "tone_x_diagnosis"))
-    balance_cap: float | None = _opt(None, min=1.0, help="max ratio between sampling weights")
+    balance_cap: float | None = _opt(10.0, min=1.0, help="max ratio between sampling weights (null: none): "
+                                     "an image of a small group is drawn at most this many times as often as "
+                                     "one of the largest")
+    balance_min_group: int = _opt(50, min=0, help="with data.balance: warn about every (diagnosis, tone) group "
+                                  "with fewer images (oversampling a few patients' photos invites memorising "
+                                  "them); 0: no warning")
     tone_column: str = _opt("skin_tone")
     diagnosis_column: str = _opt("benign_malignant")
-    num_workers: int = _opt(0, min=0, max=64)
+    num_workers: int | None = _opt(None, min=0, max=64, help="DataLoader worker processes per training process; "
+                                   "null: min(8, CPUs per process - 1), 0 below 4 CPUs per process")
     max_samples: int | None = _opt(None, min=1)
     split_file: str | None = _opt(None, help="a split file (`dermdiff-lora split`): use only the rows of data.split_part")
     split_part: str = _opt("train", choices=("train", "val", "test"), help="which part of data.split_file to use")
@@ -188,7 +199,7 @@ def _cross_checks(cfg: Config) -> list[str]:
     if not cfg.prompts.template and not cfg.data.caption_column:
         errors.append("prompts.template is empty and data.caption_column is empty: set one of them")
     errors.extend(data_errors(cfg.data))
-    if cfg.speed.cache_latents == "on" and not cfg.data.center_crop:
+    if cfg.speed.cache_latents == "on" and not cfg.data.center_crop and cfg.data.fit == "crop":
         errors.append("speed.cache_latents=on with data.center_crop=false would freeze one random crop: "
                       "use cache_latents=auto/off or center_crop=true")
     return errors

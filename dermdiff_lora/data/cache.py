@@ -5,10 +5,12 @@ loop draws ``(mean + std · eps) · scaling_factor`` with each sample's own ``ep
 computes the same losses as one without. Text embeddings are cached per distinct caption, plus the empty
 prompt (caption dropout), only while the text encoder is frozen.
 
-Files are safetensors under ``speed.cache_dir`` (default ``<cache>/latents``), named by a hash of what
-they depend on: the model files, the image files (path, size, mtime) and the transform settings for
-latents; the text-encoder and tokenizer files and the captions for embeddings. Any change gives a new
-name: a stale cache is never read.
+Each cache is a folder under ``speed.cache_dir`` (default ``<cache>/latents``) named by a hash of what it
+depends on: the model files, the image files (path, size, mtime), the transform settings and the JPEG
+decode mode for latents; the text-encoder and tokenizer files and the captions for embeddings. Any change
+gives a new name: a stale cache is never read. Every process encodes its own share of the rows into its
+own safetensors shard (``shards``), decoding images in DataLoader workers; all then read every row
+memory-mapped, so no process waits for another while it encodes and none holds the cache in memory.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core import killpoints
-from ..core.errors import DataError
-from ..core.fsutil import atomic_path
+from ..core.progress import progress as progress_bar
 from . import dataset as data
+from . import shards
+from .loading import loader_workers
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # 2: row shards read memory-mapped (1: one file loaded whole)
 CHUNK = 8  # images per encoder call (never 1 unless the dataset has 1: batch-1 kernels differ)
 META_KEY = "dermdiff_lora_cache"
 
@@ -37,7 +39,7 @@ META_KEY = "dermdiff_lora_cache"
 def cache_enabled(cfg) -> bool:
     """``speed.cache_latents``: on, off, or auto = on unless random crops (a cache would freeze one)."""
     mode = cfg.speed.cache_latents
-    return mode == "on" or (mode == "auto" and cfg.data.center_crop)
+    return mode == "on" or (mode == "auto" and (cfg.data.center_crop or cfg.data.fit == "pad"))
 
 
 def cache_root(cfg) -> Path:
@@ -71,8 +73,8 @@ def latents_description(model_folder: Path, index: data.DatasetIndex, data_cfg, 
         images.append([str(r.path.resolve()), st.st_size, st.st_mtime_ns])
     return {"format": FORMAT, "model": str(Path(model_folder).resolve()),
             "vae": files_digest(Path(model_folder) / "vae"), "images": images,
-            "resolution": data_cfg.resolution, "center_crop": data_cfg.center_crop,
-            "random_flip": data_cfg.random_flip, "dtype": str(dtype)}
+            "resolution": data_cfg.resolution, "center_crop": data_cfg.center_crop, "fit": data_cfg.fit,
+            "decode": data_cfg.decode, "random_flip": data_cfg.random_flip, "dtype": str(dtype)}
 
 
 def text_description(model_folder: Path, index: data.DatasetIndex, dtype) -> dict:
@@ -83,12 +85,11 @@ def text_description(model_folder: Path, index: data.DatasetIndex, dtype) -> dic
 
 
 def cache_paths(cfg, model_folder: Path, index: data.DatasetIndex, dtype) -> dict[str, Path]:
-    """The latent file and (with a frozen text encoder) the embedding file this run reads or writes."""
+    """The latent folder and (with a frozen text encoder) the embedding folder this run reads or writes."""
     root = cache_root(cfg)
-    paths = {"latents": root / f"latents-{_digest(latents_description(model_folder, index, cfg.data, dtype))}"
-                                ".safetensors"}
+    paths = {"latents": root / f"latents-{_digest(latents_description(model_folder, index, cfg.data, dtype))}"}
     if not cfg.lora.text_encoder:
-        paths["text"] = root / f"text-{_digest(text_description(model_folder, index, dtype))}.safetensors"
+        paths["text"] = root / f"text-{_digest(text_description(model_folder, index, dtype))}"
     return paths
 
 
@@ -100,78 +101,97 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
 
-def _pixels(record: data.Record, data_cfg, flip: bool) -> np.ndarray:
-    try:
-        return data.transform(record.open(), data_cfg.resolution, True, flip)
-    except OSError as exc:
-        raise DataError(f"image {record.path or record.key} is unreadable: {exc}") from None
+class _Pixels:
+    """Unflipped, centre-cropped (or padded) pixels of each record: what the cache encodes, decoded in
+    DataLoader workers."""
+
+    def __init__(self, index: data.DatasetIndex, data_cfg):
+        self.records, self.cfg = index.records, data_cfg
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        return torch.from_numpy(data.load_pixels(self.records[i], self.cfg, False, center_crop=True))
 
 
-def encode_latents(vae, index: data.DatasetIndex, data_cfg, device, dtype, progress: bool = True) -> dict:
-    """``{"mean", "std"}``: [images, flips (1 or 2), C, h, w] in ``dtype``, on the CPU."""
+def _stack(items: list):
     import torch
-    from tqdm.auto import tqdm
+
+    return torch.stack(items)
+
+
+def encode_latents(vae, index: data.DatasetIndex, data_cfg, chunks: list[tuple[int, int]], device, dtype,
+                   workers: int = 0) -> Iterator[tuple[int, dict]]:
+    """``(first row, {"mean", "std"})`` per chunk: [rows, flips (1 or 2), C, h, w] in ``dtype``, on the CPU.
+    Each image is decoded once; its mirror image is the decoded one flipped."""
+    import torch
 
     flips = (False, True) if data_cfg.random_flip else (False,)
-    means, stds = [], []
-    chunks = _chunks(len(index.records))
-    for start, stop in tqdm(chunks, desc="caching latents", disable=not progress, unit="chunk"):
-        records = index.records[start:stop]
+    loader = torch.utils.data.DataLoader(_Pixels(index, data_cfg), batch_sampler=[list(range(s, e)) for s, e in chunks],
+                                         num_workers=workers, collate_fn=_stack)
+    for (start, _), pixels in zip(chunks, loader):
         per_flip = []
         for flip in flips:
-            pixels = torch.from_numpy(np.stack([_pixels(r, data_cfg, flip) for r in records]))
             with torch.no_grad():
-                dist = vae.encode(pixels.to(device, dtype)).latent_dist
+                dist = vae.encode((pixels.flip(-1) if flip else pixels).to(device, dtype)).latent_dist
             per_flip.append((dist.mean.cpu(), dist.std.cpu()))
-        means.append(torch.stack([m for m, _ in per_flip], dim=1))
-        stds.append(torch.stack([s for _, s in per_flip], dim=1))
-    return {"mean": torch.cat(means).contiguous(), "std": torch.cat(stds).contiguous()}
+        yield start, {"mean": torch.stack([m for m, _ in per_flip], dim=1).contiguous(),
+                      "std": torch.stack([s for _, s in per_flip], dim=1).contiguous()}
 
 
-def encode_texts(text_encoder, tokenizer, index: data.DatasetIndex, device, dtype) -> dict:
-    """``{"embeddings"}`` per distinct caption, ``{"caption_index"}`` per image, ``{"empty"}`` prompt."""
+def caption_rows(index: data.DatasetIndex) -> tuple[list[str], list[int]]:
+    """(the texts the embedding cache holds: the distinct captions, then the empty prompt; each record's row)."""
+    captions = sorted({r.caption for r in index.records})
+    position = {c: i for i, c in enumerate(captions)}
+    return captions + [""], [position[r.caption] for r in index.records]
+
+
+def encode_texts(text_encoder, tokenizer, texts: list[str], chunks: list[tuple[int, int]], device,
+                 dtype) -> Iterator[tuple[int, dict]]:
+    """``(first row, {"embeddings"})`` per chunk of ``texts``."""
     import torch
 
-    captions = sorted({r.caption for r in index.records})
-    texts = captions + [""]
-    ids = torch.stack([data.tokenize(tokenizer, t) for t in texts])
-    outs = []
-    for start, stop in _chunks(len(texts)):
+    for start, stop in chunks:
+        ids = torch.stack([data.tokenize(tokenizer, t) for t in texts[start:stop]])
         with torch.no_grad():
-            outs.append(text_encoder(ids[start:stop].to(device), return_dict=False)[0].to(dtype).cpu())
-    hidden = torch.cat(outs)
-    position = {c: i for i, c in enumerate(captions)}
-    return {"embeddings": hidden[:-1].contiguous(), "empty": hidden[-1].contiguous(),
-            "caption_index": torch.tensor([position[r.caption] for r in index.records], dtype=torch.int64)}
+            hidden = text_encoder(ids.to(device), return_dict=False)[0].to(dtype).cpu()
+        yield start, {"embeddings": hidden.contiguous()}
 
 
-def write(path: Path, tensors: dict, description: dict) -> None:
-    """Atomically: a temporary file in the same folder, then ``os.replace``."""
-    from safetensors.torch import save_file
+def build_share(folder: Path, n: int, encode, *, processes: int = 1, process_index: int = 0,
+                metadata: dict | None = None, progress: bool = False, what: str = "rows") -> bool:
+    """Encode and write this process's share of rows ``[0, n)`` into ``folder`` unless they are there;
+    ``encode(chunks)`` yields ``(first row, tensors)`` per chunk. True when this process encoded any."""
+    mine = shards.split_chunks(_chunks(n), processes, process_index)
+    if not mine or shards.cover(folder, n) is not None:
+        return False
+    start, stop = mine[0][0], mine[-1][1]
+    path = folder / shards.shard_name(start, stop)
+    if path.is_file():
+        return False
+    log.info("encoding %s %d-%d of %d into %s", what, start, stop, n, folder)
+    bar = progress_bar(total=stop - start, desc=f"caching {what}", unit="img", disable=not progress)
+    with bar:
+        def chunks():
+            for first, tensors in encode(mine):
+                yield first, tensors
+                bar.update(len(next(iter(tensors.values()))))
 
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(description)})
-        killpoints.reached("cache.writing")
-
-
-def read(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own types for truncated files
-        raise DataError(f"latent cache {path} is unreadable ({exc}); delete it to rebuild it") from None
 
 
 # ---------------------------------------------------------------------------------------------- training
 class CachedDataset:
     """``data.ImageCaptionDataset`` with latents (and text embeddings) from the cache: same ``(index,
-    sample_seed)`` keys, same flip decision per sample seed."""
+    sample_seed)`` keys, same flip decision per sample seed. Rows are read memory-mapped per item."""
 
-    def __init__(self, index: data.DatasetIndex, data_cfg, tokenizer, latents: dict, text: dict | None):
+    def __init__(self, index: data.DatasetIndex, data_cfg, tokenizer, latents: shards.Rows,
+                 text: shards.Rows | None):
         self.index, self.cfg, self.tokenizer = index, data_cfg, tokenizer
-        self.mean, self.std = latents["mean"], latents["std"]
-        self.text = text
+        self.latents, self.text = latents, text
+        self.caption_row = caption_rows(index)[1] if text is not None else None
 
     def __len__(self) -> int:
         return len(self.index.records)
@@ -181,10 +201,11 @@ class CachedDataset:
         rng = np.random.default_rng(sample_seed)
         flip = bool(self.cfg.random_flip and rng.random() < 0.5)
         variant = int(flip) if self.cfg.random_flip else 0
-        item: dict[str, Any] = {"latent_mean": self.mean[i, variant], "latent_std": self.std[i, variant],
+        item: dict[str, Any] = {"latent_mean": self.latents.get("mean", i, variant),
+                                "latent_std": self.latents.get("std", i, variant),
                                 "index": i, "flip": flip, "seed": sample_seed}
-        if self.text is not None:
-            item["encoder_hidden_states"] = self.text["embeddings"][self.text["caption_index"][i]]
+        if self.text is not None and self.caption_row is not None:
+            item["encoder_hidden_states"] = self.text.get("embeddings", self.caption_row[i])
         else:
             item["input_ids"] = data.tokenize(self.tokenizer, self.index.records[i].caption)
         return item
@@ -200,33 +221,33 @@ class CachedDataset:
         return out
 
 
-def load_or_build(run) -> tuple[dict, dict | None]:
-    """The run's cached latents (and embeddings), encoded by the main process where missing."""
+def load_or_build(run) -> tuple[shards.Rows, shards.Rows | None]:
+    """The run's cached latents (and embeddings): every process encodes its share of what is missing,
+    then all open every row memory-mapped."""
     cfg, acc, parts = run.cfg, run.accelerator, run.parts
     paths = cache_paths(cfg, parts.folder, run.index, run.weight_dtype)
-    if acc.is_main_process:
-        progress = cfg.logging.progress
-        if not paths["latents"].is_file():
-            log.info("encoding %d images into the latent cache %s", len(run.index.records), paths["latents"])
-            tensors = encode_latents(parts.vae, run.index, cfg.data, acc.device, run.weight_dtype, progress)
-            write(paths["latents"], tensors, _summary(cfg, run))
-        if "text" in paths and not paths["text"].is_file():
-            tensors = encode_texts(parts.text_encoder, parts.tokenizer, run.index, acc.device, run.weight_dtype)
-            write(paths["text"], tensors, _summary(cfg, run))
+    share = {"processes": getattr(acc, "num_processes", 1), "process_index": getattr(acc, "process_index", 0),
+             "metadata": _summary(cfg, run)}
+    n = len(run.index.records)
+    workers = loader_workers(cfg.data, share["processes"])
+    build_share(paths["latents"], n, lambda chunks: encode_latents(
+        parts.vae, run.index, cfg.data, chunks, acc.device, run.weight_dtype, workers),
+        progress=cfg.logging.progress and getattr(acc, "is_local_main_process", True), what="latents", **share)
+    texts, _ = caption_rows(run.index)
+    if "text" in paths:
+        build_share(paths["text"], len(texts), lambda chunks: encode_texts(
+            parts.text_encoder, parts.tokenizer, texts, chunks, acc.device, run.weight_dtype), what="captions",
+            **share)
     acc.wait_for_everyone()
-    latents = read(paths["latents"])
-    text = read(paths["text"]) if "text" in paths else None
-    expected = len(run.index.records)
-    if latents["mean"].shape[0] != expected:
-        raise DataError(f"latent cache {paths['latents']} holds {latents['mean'].shape[0]} images, the "
-                        f"dataset {expected}; delete it to rebuild it")
+    latents = shards.Rows(paths["latents"], n)
+    text = shards.Rows(paths["text"], len(texts)) if "text" in paths else None
     return latents, text
 
 
 def _summary(cfg, run) -> dict:
     return {"format": FORMAT, "model_base": cfg.model.base, "data_dir": str(run.index.folder),
-            "images": len(run.index.records), "resolution": cfg.data.resolution,
-            "random_flip": cfg.data.random_flip, "dtype": str(run.weight_dtype)}
+            "images": len(run.index.records), "resolution": cfg.data.resolution, "fit": cfg.data.fit,
+            "decode": cfg.data.decode, "random_flip": cfg.data.random_flip, "dtype": str(run.weight_dtype)}
 
 
 def attach(run) -> None:
@@ -235,7 +256,7 @@ def attach(run) -> None:
     run.dataset = CachedDataset(run.index, run.cfg.data, run.parts.tokenizer, latents, text)
     run.offloaded = ["vae"] + (["text_encoder"] if text is not None else [])
     if text is not None:
-        run.empty_embedding = text["empty"]
+        run.empty_embedding = text.get("embeddings", len(text) - 1)
     _move(run, "cpu")
 
 

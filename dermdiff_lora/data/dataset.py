@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import DataError
+from ..core.progress import progress as progress_bar
 from ..core.prompts import PromptBuilder, from_config, normalize_value
 from . import presets, sources, tones
 from .tables import (
@@ -50,8 +51,9 @@ class Record:
     key: str = ""  # the metadata's file value: joins the audit's tones, names skipped images
     image: ImageRef | None = None
 
-    def open(self) -> Image.Image:
-        return open_image(self.image if self.image is not None else self.path)
+    def open(self, size: int | None = None, cover: bool = True) -> Image.Image:
+        """The image, loaded; a JPEG at reduced scale with ``size`` (``tables.draft_jpeg``)."""
+        return open_image(self.image if self.image is not None else self.path, size, cover=cover)
 
 
 @dataclass
@@ -82,7 +84,8 @@ def prepare(cfg):
         if preset.class_words and preset.classes_column not in maps:
             maps[preset.classes_column] = dict(preset.class_words)
     builder = PromptBuilder(cfg.prompts.template or "", maps)
-    index = index_dataset(cfg.data, builder)
+    local_main = os.environ.get("LOCAL_RANK", "0") == "0"  # one bar per machine under torchrun/accelerate
+    index = index_dataset(cfg.data, builder, progress=cfg.logging.progress and local_main)
     for column in builder.columns:
         if column not in maps:
             maps[column] = {v: v for v in sorted({normalize_value(r.row.get(column)) for r in index.records})}
@@ -90,9 +93,9 @@ def prepare(cfg):
     return cfg, from_config(cfg.prompts), index
 
 
-def index_dataset(data_cfg, builder: PromptBuilder) -> DatasetIndex:
+def index_dataset(data_cfg, builder: PromptBuilder, progress: bool = True) -> DatasetIndex:
     """Resolve every row to an image, a tone and a caption; bad images error or are skipped, rows without
-    a tone or a needed value are left out and counted."""
+    a tone or a needed value are left out and counted. ``progress``: a bar while the images are checked."""
     table = sources.load_table(data_cfg)
     source = table.origin.get("metadata") or table.origin.get("dataset") or "the metadata"
     needed = builder.columns if builder.template else [data_cfg.caption_column]
@@ -109,7 +112,7 @@ def index_dataset(data_cfg, builder: PromptBuilder) -> DatasetIndex:
         _refuse_empty_captions(table, data_cfg.caption_column, source)
     for column in needed:
         table.keep([bool(r.get(column)) for r in table.rows], f"no {column} value")
-    index = _records(table, data_cfg, builder)
+    index = _records(table, data_cfg, builder, progress)
     index.report = _report(table, index, data_cfg, builder)
     return index
 
@@ -122,11 +125,13 @@ def _refuse_empty_captions(table: Table, column: str, source) -> None:
                         f"{', '.join(map(repr, empty[:3]))}: write their captions, or remove those rows")
 
 
-def _records(table: Table, data_cfg, builder: PromptBuilder) -> DatasetIndex:
+def _records(table: Table, data_cfg, builder: PromptBuilder, progress: bool) -> DatasetIndex:
     folder = Path(data_cfg.dir) if data_cfg.dir else None
     index = DatasetIndex(folder, [], dict(table.missing), table.origin)
     skip = data_cfg.on_bad_image == "skip"
-    for row, ref, key, problem in zip(table.rows, table.images, table.keys, _problems(table.images, data_cfg)):
+    rows = zip(table.rows, table.images, table.keys, _problems(table.images, data_cfg))
+    for row, ref, key, problem in progress_bar(rows, total=len(table.rows), desc="checking images", unit="img",
+                                               disable=not progress, delay=2.0):
         path = ref if isinstance(ref, Path) else None
         if problem is None:
             caption = builder.build(row) if builder.template else str(row.get(data_cfg.caption_column) or "")
@@ -210,23 +215,62 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def transform(image: Image.Image, resolution: int, center_crop: bool, flip: bool,
-              rng: np.random.Generator | None = None) -> np.ndarray:
-    """Resize the short side, crop (center or random), flip: → float32 CHW array in [-1, 1]."""
+              rng: np.random.Generator | None = None, fit: str = "crop") -> np.ndarray:
+    """Square ``resolution`` pixels, flipped or not: → float32 CHW array in [-1, 1].
+
+    ``fit="crop"``: resize the short side to ``resolution``, crop the long side (centre, or at random with
+    ``center_crop=False``). ``fit="pad"``: resize the long side to ``resolution`` and pad the short side,
+    centred, with the median colour of the resized image's outermost pixels (skin, or a dermoscope's dark
+    vignette, continues into the padding instead of a colour the data never shows).
+    """
     image = to_rgb(image)
     w, h = image.size
-    scale = resolution / min(w, h)
-    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-    image = image.resize(size, Image.Resampling.BICUBIC)
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    if not center_crop:
-        rng = rng or np.random.default_rng()
-        left = int(rng.integers(0, size[0] - resolution + 1))
-        top = int(rng.integers(0, size[1] - resolution + 1))
-    image = image.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    if fit == "pad":
+        arr = _pad_square(image, resolution)
+    else:
+        scale = resolution / min(w, h)
+        size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+        if not center_crop:
+            rng = rng or np.random.default_rng()
+            left = int(rng.integers(0, size[0] - resolution + 1))
+            top = int(rng.integers(0, size[1] - resolution + 1))
+        arr = np.asarray(image.crop((left, top, left + resolution, top + resolution)))
+    arr = arr.astype(np.float32) / 127.5 - 1.0
     if flip:
         arr = arr[:, ::-1]
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _pad_square(image: Image.Image, resolution: int) -> np.ndarray:
+    w, h = image.size
+    scale = resolution / max(w, h)
+    size = (max(1, min(resolution, round(w * scale))), max(1, min(resolution, round(h * scale))))
+    arr = np.asarray(image.resize(size, Image.Resampling.BICUBIC))
+    ring = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    out = np.empty((resolution, resolution, 3), dtype=np.uint8)
+    out[:] = np.median(ring, axis=0).round().astype(np.uint8)
+    top, left = (resolution - size[1]) // 2, (resolution - size[0]) // 2
+    out[top:top + size[1], left:left + size[0]] = arr
+    return out
+
+
+def decode_size(data_cfg) -> tuple[int | None, bool]:
+    """(``size``, ``cover``) of ``tables.draft_jpeg`` for the transform of ``data_cfg``: the short side
+    (crop) or the long side (pad) must stay at least ``data.resolution``; None with ``data.decode=full``."""
+    return (data_cfg.resolution if data_cfg.decode == "draft" else None), data_cfg.fit == "crop"
+
+
+def load_pixels(record: Record, data_cfg, flip: bool, rng: np.random.Generator | None = None,
+                center_crop: bool | None = None) -> np.ndarray:
+    """The record's image decoded as ``data.decode`` says and transformed: float32 CHW in [-1, 1]."""
+    size, cover = decode_size(data_cfg)
+    crop = data_cfg.center_crop if center_crop is None else center_crop
+    try:
+        return transform(record.open(size, cover), data_cfg.resolution, crop, flip, rng, data_cfg.fit)
+    except OSError as exc:
+        raise DataError(f"image {record.path or record.key} is unreadable: {exc}") from None
 
 
 class ImageCaptionDataset:
@@ -245,10 +289,7 @@ class ImageCaptionDataset:
         record = self.index.records[i]
         rng = np.random.default_rng(sample_seed)
         flip = bool(self.cfg.random_flip and rng.random() < 0.5)
-        try:
-            pixels = transform(record.open(), self.cfg.resolution, self.cfg.center_crop, flip, rng)
-        except OSError as exc:
-            raise DataError(f"image {record.path or record.key} is unreadable: {exc}") from None
+        pixels = load_pixels(record, self.cfg, flip, rng)
         return {"pixel_values": torch.from_numpy(pixels), "input_ids": tokenize(self.tokenizer, record.caption),
                 "index": i, "flip": flip, "seed": sample_seed}
 

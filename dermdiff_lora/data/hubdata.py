@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..core.errors import DataError
 from ..core.hubio import split_ref
-from .tables import FILE_COLUMNS, InTable, Table, cell
+from .tables import FILE_COLUMNS, InTable, Table, cell, draft_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,11 @@ class _Opener:
     def __init__(self, ds, column: str):
         self.ds, self.column = ds.select_columns([column]), column
 
-    def __call__(self, index: int) -> Image.Image:
+    def __call__(self, index: int, size: int | None = None, cover: bool = True) -> Image.Image:
         item = self.ds[index][self.column] or {}
         data, path = item.get("bytes"), item.get("path")
         with Image.open(io.BytesIO(data) if data else path) as im:
+            draft_jpeg(im, size, cover=cover)
             im.load()
             return im
 

@@ -185,10 +185,10 @@ def _plan(s: GenerateSettings, info: list[dict]):
 
 
 def _render_jobs(pipe, jobs, s: GenerateSettings, progress: bool) -> list[Image.Image]:
-    from tqdm.auto import tqdm
+    from ..core.progress import progress as progress_bar
 
     images: list[Image.Image] = []
-    with tqdm(total=len(jobs), desc="generate", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(jobs), desc="generate", unit="img", disable=not progress) as bar:
         for start in range(0, len(jobs), s.batch_size):
             chunk = jobs[start:start + s.batch_size]
             images += render(pipe, [p for p, _, _ in chunk], [seed for _, seed, _ in chunk], steps=s.steps,

@@ -14,16 +14,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..core.config import DataConfig, data_errors
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_path, atomic_write
 from ..core.hubio import is_hub_id
+from ..core.progress import progress as progress_bar
 from ..data import dataset as data
 from ..data.sources import load_table
 from ..data.tables import InTable, open_image
-from .skintone import STRATEGIES, GrayscaleError, ToneEstimate, estimate_ita, get_scheme
+from .skintone import STRATEGIES, WORKING_SIDE, GrayscaleError, ToneEstimate, estimate_ita, get_scheme
 
 FILE_COLUMNS = ("file_name", "image_name")
 TONE_FIELDS = (
@@ -125,7 +124,8 @@ class AuditResult:
 def _estimate_one(job: tuple[object, str, str, object]) -> dict:
     ref, name, strategy, scheme = job
     try:
-        est = estimate_ita(open_image(ref) if isinstance(ref, InTable) else str(ref), strategy, scheme)
+        image = open_image(ref, WORKING_SIDE, cover=False) if isinstance(ref, InTable) else str(ref)
+        est = estimate_ita(image, strategy, scheme)
     except GrayscaleError as exc:
         est = ToneEstimate(
             None, None, scheme.name, math.nan, strategy, 0.0, 0.0, undetermined_reason=str(exc)
@@ -143,7 +143,7 @@ def _estimate_one(job: tuple[object, str, str, object]) -> dict:
 
 
 def _estimate_all(jobs: list[tuple], workers: int, progress: bool) -> Iterator[dict]:
-    bar = tqdm(total=len(jobs), desc="audit", unit="img", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="audit", unit="img", disable=not progress)
     with bar:
         if workers <= 1:
             for job in jobs:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write, disk_errors
 from ..core.lock import folder_lock
+from ..core.progress import progress as progress_bar
 from ..core.prompts import DEFAULT_VALUE_MAPS
 from ..generation.grid import save_png
 from .audit import data_config
@@ -338,8 +338,7 @@ def rebalance(
                 "dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
                 "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
     _prepare_out(base, out, settings)
-    # one rebalance per folder at a time; a full disk is one line, and a rerun resumes where it stopped
-    with folder_lock(out, "rebalance"), disk_errors(out, "rebalance output"):
+    with folder_lock(out, "rebalance"), disk_errors(out, "rebalance output"):  # one writer; disk full: 1 line
         _copy_real(out, list(zip(table.images, files)), link)
         fieldnames, synthetic = _init_metadata(out, columns, rows)
         slots, _ = _load_state(out, names, synthetic, file_col)
@@ -347,7 +346,7 @@ def rebalance(
                    file_col, suffix, seed, max_tries)
         todo = [(gi, k, i, slots.get((_label(k), i), _Slot())) for gi, k in enumerate(all_groups) for i in range(plan[k])]
         todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
-        added = sum(_fill_slot(run, *t) for t in tqdm(todo, desc="rebalance", unit="img", disable=not progress))
+        added = sum(_fill_slot(run, *t) for t in progress_bar(todo, desc="rebalance", unit="img", disable=not progress))
         _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
         report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE,
                                  {"left_out": dict(table.left_out), "tone": table.tone})

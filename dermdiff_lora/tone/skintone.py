@@ -22,6 +22,7 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.morphology import black_tophat, disk
 
 from ..core.errors import ConfigError, DataError
+from ..data.tables import draft_jpeg
 
 WORKING_SIDE = 256
 STRATEGIES = ("border", "whole", "center_excluded")
@@ -124,9 +125,7 @@ def load_rgb(
     elif not isinstance(image, Image.Image):
         try:
             with Image.open(image) as opened:
-                if max_side is not None and opened.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale
-                    scale = max_side / max(opened.size)
-                    opened.draft("RGB", (math.ceil(opened.width * scale), math.ceil(opened.height * scale)))
+                draft_jpeg(opened, max_side, cover=False)  # a JPEG decoded at 1/2, 1/4 or 1/8 scale
                 opened.load()
                 return load_rgb(opened, max_side, name=str(image))
         except (OSError, UnidentifiedImageError, ValueError) as exc:

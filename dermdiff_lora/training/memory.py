@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, ModelError
+from .ddp import ddp_extra_bytes, ddp_note
 
 GB = 10**9
 RUNTIME_OVERHEAD = 1 * GB  # CUDA context, cuBLAS/cuDNN workspaces, allocator slack
@@ -263,10 +264,11 @@ def static_parts(cfg, mm: MetaModels) -> dict[str, int]:
 
 
 def plan(cfg, gpu_memory: int = 24 * GB, *, device: str = "cuda", suggest: bool = True,
-         detail: bool = True, planner: Planner | None = None) -> Plan:
+         detail: bool = True, planner: Planner | None = None, processes: int = 1) -> Plan:
     """Estimated peak memory of training with ``cfg`` on one ``device`` (``cuda``, or ``cpu`` to check
     the estimate against measurements), and whether it fits ``gpu_memory`` bytes. ``detail=False``
-    skips the per-image figures (one simulated step instead of four)."""
+    skips the per-image figures (one simulated step instead of four). ``processes`` > 1: what each of
+    them holds under DDP (``ddp``)."""
     planner = planner or Planner(cfg, device)
     mm = planner.models(cfg)
     cached_latents, cached_text = uses_cache(cfg)
@@ -274,26 +276,30 @@ def plan(cfg, gpu_memory: int = 24 * GB, *, device: str = "cuda", suggest: bool 
     b, ckpt = cfg.train.batch_size, cfg.train.gradient_checkpointing
     dynamic, grads = planner.step(cfg, b, ckpt)
     parts["activations"] = dynamic - grads
+    parts["ddp"] = ddp_extra_bytes(mm.trainable, processes)
     per_image = {name: planner.step(cfg, b + 1, on)[0] - planner.step(cfg, b, on)[0]
                  for name, on in (("checkpointing", True), ("no checkpointing", False)) if detail}
     validation = None
     if cfg.validation.every or cfg.validation.at_end:
         validation = (parts["weights"] + parts["optimizer"] + parts["ema"] + planner.validation(cfg)
                       + (tensor_bytes(mm.vae) if cached_latents else 0)
-                      + (tensor_bytes(mm.text_encoder) if cached_text else 0))
+                      + (tensor_bytes(mm.text_encoder) if cached_text else 0)
+                      + (parts["gradients"] if processes > 1 else 0))  # DDP's buckets stay
     overhead = RUNTIME_OVERHEAD if device == "cuda" else 0
     slope = per_image.get("checkpointing" if ckpt else "no checkpointing")
     room = gpu_memory - overhead - sum(parts.values())
     largest = max(0, b + math.floor(room / max(slope, 1))) if slope is not None else 0
     if validation is not None and validation + overhead > gpu_memory:
         largest = 0
-    result = Plan(_summary(cfg, cached_latents, device), planner.source, _param_counts(mm), parts,
+    result = Plan(_summary(cfg, cached_latents, device, processes), planner.source, _param_counts(mm), parts,
                   per_image, validation, gpu_memory, largest, overhead)
     if cached_latents:
         result.notes.append("VAE" + (" and text encoder" if cached_text else "") + " stay on the CPU "
                             "(latent cache); they come in only for validation grids")
+    if processes > 1:
+        result.notes.append(ddp_note(processes, cfg))
     if suggest and not result.fits:
-        result.suggestions = suggestions(cfg, gpu_memory, planner)
+        result.suggestions = suggestions(cfg, gpu_memory, planner, processes)
     return result
 
 
@@ -303,14 +309,15 @@ def _param_counts(mm: MetaModels) -> dict[str, int]:
             "trained": sum(p.numel() for p in mm.trainable)}
 
 
-def _summary(cfg, cached: bool, device: str) -> str:
+def _summary(cfg, cached: bool, device: str, processes: int = 1) -> str:
     t = cfg.train
     mode = (f"LoRA r{cfg.lora.rank}" + (" + text encoder" if cfg.lora.text_encoder else "")
             if t.mode == "lora" else "full UNet" + (" + EMA" if t.ema else ""))
     return (f"{mode} · {cfg.data.resolution}² · batch {t.batch_size} × {t.gradient_accumulation} accumulation"
             f" · {t.mixed_precision if t.mixed_precision != 'no' else 'fp32'}"
             f" · gradient checkpointing {'on' if t.gradient_checkpointing else 'off'} · {cfg.optim.name}"
-            f" · latent cache {'on' if cached else 'off'} · {device}")
+            f" · latent cache {'on' if cached else 'off'} · {device}"
+            + (f" · what each of {processes} GPUs holds (DDP)" if processes > 1 else ""))
 
 
 # Switches in the order they are tried: those that change no result first.
@@ -324,12 +331,12 @@ SWITCHES = (
 )
 
 
-def suggestions(cfg, gpu_memory: int, planner: Planner) -> list[str]:
+def suggestions(cfg, gpu_memory: int, planner: Planner, processes: int = 1) -> list[str]:
     """Config overrides that make ``cfg`` fit: each switch alone, the fewest switches together (in
     ``SWITCHES`` order), and a smaller micro-batch with the same effective batch."""
     def needs(overrides: list[str]) -> Plan:
         return plan(with_overrides(cfg, overrides), gpu_memory, device=planner.device, suggest=False,
-                    detail=False, planner=planner)
+                    detail=False, planner=planner, processes=processes)
 
     out, chosen = [], []
     applicable = [s for s, ok in SWITCHES if ok(cfg)]
@@ -368,8 +375,8 @@ def format_plan(p: Plan) -> str:
              f"parameters: UNet {pc['unet'] / 1e6:.1f} M · text encoder {pc['text_encoder'] / 1e6:.1f} M · "
              f"VAE {pc['vae'] / 1e6:.1f} M · trained {pc['trained'] / 1e6:.2f} M", ""]
     labels = {"weights": "weights", "gradients": "gradients", "optimizer": "optimizer states",
-              "ema": "EMA", "activations": "activations + temporaries"}
-    lines += [f"  {labels[k]:<26}{gb(v)}" for k, v in p.parts.items()]
+              "ema": "EMA", "activations": "activations + temporaries", "ddp": "DDP beyond the gradients"}
+    lines += [f"  {labels[k]:<26}{gb(v)}" for k, v in p.parts.items() if k != "ddp" or "DDP" in p.summary]
     lines += [f"  {'peak (max allocated)':<26}{gb(p.peak)}",
               f"  {'activations per image':<26}{gb(p.per_image['checkpointing'])} with checkpointing, "
               f"{p.per_image['no checkpointing'] / GB:.2f} GB without"]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core import config
-from ..core.errors import ConfigError
 from ..data import cache
 from . import checkpoint, modes
 
@@ -48,6 +47,7 @@ def setup(cfg, *, resuming: bool) -> Run:
 
     from ..core import models
     from ..data import dataset as data
+    from .ddp import ddp_handlers
     from .optim import make_optimizer, make_scheduler
 
     run_dir = Path(cfg.output.dir)
@@ -56,7 +56,7 @@ def setup(cfg, *, resuming: bool) -> Run:
     AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on accelerator-less machines makes torchrun's processes a real gloo group.
     acc = Accelerator(cpu=not _has_accelerator(), gradient_accumulation_steps=cfg.train.gradient_accumulation,
-                      mixed_precision=cfg.train.mixed_precision,
+                      mixed_precision=cfg.train.mixed_precision, kwargs_handlers=ddp_handlers(),
                       log_with="tensorboard" if cfg.logging.tensorboard else None,
                       project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                           logging_dir=str(run_dir / "logs")))
@@ -132,20 +132,9 @@ def _fast_paths(run: Run) -> None:
 
 
 def _balance_weights(run: Run) -> list[float] | None:
-    cfg = run.cfg.data
-    if cfg.balance == "none":
-        return None
-    from ..data.balance import expected_mix, format_mix, group_weights
+    from ..data.balance import sampling_weights
 
-    columns = [cfg.tone_column] + ([cfg.diagnosis_column] if cfg.balance == "tone_x_diagnosis" else [])
-    missing = [c for c in columns if c not in run.index.records[0].row]
-    if missing:
-        raise ConfigError(f"data.balance={cfg.balance} needs column(s) {', '.join(missing)}; set "
-                          "data.tone_column / data.diagnosis_column")
-    groups = run.index.groups(columns)
-    weights = group_weights(groups, cap=cfg.balance_cap)
-    run.group_mix = {"/".join(k): v for k, v in expected_mix(groups, weights).items()}
-    log.info("balanced sampling (%s): expected mix %s", cfg.balance, format_mix(expected_mix(groups, weights)))
+    weights, run.group_mix = sampling_weights(run.index, run.cfg.data)
     return weights
 
 

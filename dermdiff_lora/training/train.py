@@ -182,6 +182,7 @@ def micro_loader(run: Run, start: int, stop: int):
     import torch
 
     from ..data.dataset import collate
+    from ..data.loading import loader_options
     from ..data.sampler import StepBatchSampler
 
     cfg, acc = run.cfg, run.accelerator
@@ -192,7 +193,7 @@ def micro_loader(run: Run, start: int, stop: int):
     # and a resumed run creates the iterator at another point of that stream).
     return torch.utils.data.DataLoader(run.dataset, batch_sampler=sampler,
                                        collate_fn=getattr(run.dataset, "collate", collate),
-                                       num_workers=cfg.data.num_workers,
+                                       **loader_options(cfg.data, acc.num_processes),
                                        generator=torch.Generator().manual_seed(cfg.train.seed),
                                        pin_memory=cfg.speed.pin_memory and acc.device.type == "cuda")
 
@@ -302,10 +303,10 @@ def after_step(run: Run, state: TrainState, bar) -> None:
 
 
 def _progress(acc, cfg, initial: int):
-    from tqdm.auto import tqdm
+    from ..core.progress import progress
 
-    return tqdm(total=cfg.train.max_steps, initial=initial, desc=f"train ({cfg.train.mode})", unit="step",
-                disable=not (cfg.logging.progress and acc.is_local_main_process), dynamic_ncols=True)
+    return progress(total=cfg.train.max_steps, initial=initial, desc=f"train ({cfg.train.mode})", unit="step",
+                    disable=not (cfg.logging.progress and acc.is_local_main_process))
 
 
 def validate(run: Run, step: int) -> Path | None:

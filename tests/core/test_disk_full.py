@@ -20,7 +20,6 @@ from dermdiff_lora.adapters.convert import convert
 from dermdiff_lora.adapters.merge import merge
 from dermdiff_lora.core.errors import DiskError
 from dermdiff_lora.core.fsutil import atomic_write, disk_errors, is_disk_error
-from dermdiff_lora.data import cache
 
 
 @contextmanager
@@ -79,12 +78,14 @@ def test_merged_model_folder(tmp_path):
     assert snapshot(tmp_path) == before  # the old pipeline folder, and no staging folder left
 
 
-def test_latent_cache_file(tmp_path):
-    path = tmp_path / "cache" / "latents.safetensors"
-    cache.write(path, {"latents": torch.zeros(4)}, {"n": 4})
+def test_latent_cache_shard(tmp_path):
+    from dermdiff_lora.data import shards
+
+    path = tmp_path / "cache" / shards.shard_name(0, 4)
+    shards.write_shard(path, 0, 4, [(0, {"latents": torch.zeros(4, 2)})])
     before = snapshot(tmp_path)
     with disk_full(), pytest.raises(DiskError, match=str(path.parent)):
-        cache.write(path, {"latents": torch.zeros(100_000)}, {"n": 100_000})
+        shards.write_shard(path, 0, 4, [(0, {"latents": torch.zeros(4, 100_000)})])
     assert snapshot(tmp_path) == before
     assert io  # the adapter module is imported by the writers above
 

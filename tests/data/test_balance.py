@@ -65,3 +65,38 @@ def test_bad_arguments():
         group_weights([])
     with pytest.raises(DataError, match="one per sample"):
         expected_mix(GROUPS, [1.0])
+
+
+def _index(sizes: dict[tuple[str, str], int]):
+    from dermdiff_lora.data.dataset import DatasetIndex, Record
+
+    records = [Record(None, "", {"skin_tone": tone, "benign_malignant": dx})
+               for (dx, tone), n in sizes.items() for _ in range(n)]
+    return DatasetIndex(None, records)
+
+
+def test_default_cap_and_a_warning_naming_each_small_diagnosis_tone_group(caplog):
+    from dermdiff_lora.core import config
+    from dermdiff_lora.data.balance import sampling_weights
+
+    index = _index({("benign", "lighter"): 1400, ("benign", "brown"): 500, ("benign", "darker"): 100,
+                    ("malignant", "lighter"): 60, ("malignant", "darker"): 5})
+    cfg = config.load(None, ["data.balance=tone_x_diagnosis"]).data
+    assert (cfg.balance_cap, cfg.balance_min_group) == (10.0, 50)
+    with caplog.at_level("WARNING", logger="dermdiff_lora.data.balance"):
+        weights, mix = sampling_weights(index, cfg)
+    assert max(weights) / min(weights) == pytest.approx(10.0)  # capped by default
+    assert set(mix) == {"lighter/benign", "brown/benign", "darker/benign", "lighter/malignant", "darker/malignant"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "benign_malignant=malignant × skin_tone=darker: 5 image(s)" in warnings[0]
+    assert "memorised" in warnings[0] and "skin_tone=lighter" not in warnings[0]  # 60 and more: not named
+    uncapped = config.load(None, ["data.balance=tone_x_diagnosis", "data.balance_cap=null"]).data
+    weights, _ = sampling_weights(index, uncapped)
+    assert max(weights) / min(weights) == pytest.approx(1400 / 5)  # what the cap prevents by default
+    caplog.clear()
+    quiet = config.load(None, ["data.balance=tone", "data.balance_min_group=0"]).data
+    with caplog.at_level("WARNING", logger="dermdiff_lora.data.balance"):
+        assert sampling_weights(index, quiet)[0] is not None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert sampling_weights(index, config.load(None, []).data) == (None, None)  # data.balance=none

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from dermdiff_lora.core import config, models, prompts
 from dermdiff_lora.core.errors import DataError
-from dermdiff_lora.data import cache
+from dermdiff_lora.data import cache, shards
 from dermdiff_lora.data import dataset as data
 from dermdiff_lora.training import session, train
 
@@ -98,7 +98,8 @@ def test_cache_is_reused_and_a_corrupt_file_is_named(tiny_base, demo_data, tmp_p
     cfg = make_cfg(demo_data, tmp_path / "run", f"speed.cache_dir={tmp_path / 'lc'}", "data.max_samples=5")
     run = _run_stub(cfg, models.load_parts(str(tiny_base)))
     latents, text = cache.load_or_build(run)
-    assert latents["mean"].shape == (5, 2, 4, 16, 16) and text["caption_index"].shape == (5,)
+    captions = {r.caption for r in run.index.records}
+    assert latents.shapes["mean"] == (5, 2, 4, 16, 16) and len(text) == len(captions) + 1  # + the empty prompt
 
     def boom(*_a, **_k):
         raise AssertionError("re-encoded although the cache exists")
@@ -106,8 +107,8 @@ def test_cache_is_reused_and_a_corrupt_file_is_named(tiny_base, demo_data, tmp_p
     monkeypatch.setattr(cache, "encode_latents", boom)
     monkeypatch.setattr(cache, "encode_texts", boom)
     again, _ = cache.load_or_build(run)
-    assert torch.equal(again["mean"], latents["mean"]) and torch.equal(again["std"], latents["std"])
-    path = next((tmp_path / "lc").glob("latents-*"))
+    assert torch.equal(again.read("mean"), latents.read("mean")) and torch.equal(again.read("std"), latents.read("std"))
+    path = next((tmp_path / "lc").glob("latents-*/rows-*"))
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DataError, match=path.name):
         cache.load_or_build(run)
@@ -119,7 +120,8 @@ def test_cached_dataset_flips_as_the_image_dataset(tiny_base, demo_data, tmp_pat
     index = _index(cfg)
     images = data.ImageCaptionDataset(index, cfg.data, parts.tokenizer)
     fake = {"mean": torch.arange(4 * 2).reshape(4, 2, 1, 1, 1).float(), "std": torch.ones(4, 2, 1, 1, 1)}
-    cached = cache.CachedDataset(index, cfg.data, parts.tokenizer, fake, None)
+    shards.write_shard(tmp_path / "lc" / shards.shard_name(0, 4), 0, 4, [(0, fake)])
+    cached = cache.CachedDataset(index, cfg.data, parts.tokenizer, shards.Rows(tmp_path / "lc", 4), None)
     flips = []
     for seed in range(40):
         a, b = images[(seed % 4, seed)], cached[(seed % 4, seed)]

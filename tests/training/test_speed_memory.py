@@ -132,3 +132,31 @@ def test_architecture_of_an_unknown_hub_id_is_sd14():
     cfg = config.load(None, ["model.base=someone/some-model"])
     arch, source = memory.load_architecture(cfg.model)
     assert arch["unet"]["block_out_channels"] == [320, 640, 1280, 1280] and "packaged" in source
+
+
+def test_plan_counts_what_each_ddp_process_holds(tiny_base, demo_data, tmp_path, monkeypatch, capsys):
+    from dermdiff_lora.training import ddp
+
+    cfg = make_cfg(demo_data, tmp_path, "train.mode=full", "validation.at_end=true")
+    planner = memory.Planner(cfg)
+    grads = [p.numel() * p.element_size() for p in planner.models(cfg).trainable]
+    one = memory.plan(cfg, planner=planner)
+    two = memory.plan(cfg, planner=planner, processes=2)
+    assert one.parts["ddp"] == 0 and two.parts["ddp"] == max(grads)  # bucket views: one copy, plus the
+    assert two.peak - one.peak == max(grads)                          # largest gradient before bucketing
+    assert two.validation - one.validation == sum(grads)  # the buckets stay allocated between steps
+    assert "each of the 2 GPUs" in two.notes[-1] and "what each of 2 GPUs holds" in two.summary
+    monkeypatch.setattr(ddp, "GRADIENT_AS_BUCKET_VIEW", False)  # accelerate's default: a 2nd gradient copy
+    copies = memory.plan(cfg, planner=planner, processes=2)
+    assert copies.parts["ddp"] == sum(grads) == copies.parts["gradients"]
+    assert ddp.ddp_handlers()[0].gradient_as_bucket_view is False
+    monkeypatch.undo()
+    assert ddp.ddp_handlers()[0].gradient_as_bucket_view is True  # what train.setup passes (test_distributed)
+
+    accelerate_yaml = str(config.PACKAGED_CONFIGS / "accelerate" / "multi_gpu.yaml")
+    assert cli.main(["plan", "demo", "--accelerate-config", accelerate_yaml, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "what each of 4 GPUs holds" in out["summary"] and out["parts"]["ddp"] > 0  # its num_processes
+    assert cli.main(["plan", "demo", "--accelerate-config", accelerate_yaml, "--processes", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "DDP beyond the gradients" in text and "each of the 2 GPUs holds all of the above" in text
