@@ -180,6 +180,8 @@ def build_share(folder: Path, n: int, encode, *, processes: int = 1, process_ind
                 yield first, tensors
                 bar.update(len(next(iter(tensors.values()))))
 
+        shards.write_shard(path, start, stop, chunks(), {META_KEY: json.dumps(metadata or {})})
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- training
