@@ -232,18 +232,29 @@ def load_or_build(run) -> tuple[shards.Rows, shards.Rows | None]:
              "metadata": _summary(cfg, run)}
     n = len(run.index.records)
     workers = loader_workers(cfg.data, share["processes"])
-    build_share(paths["latents"], n, lambda chunks: encode_latents(
-        parts.vae, run.index, cfg.data, chunks, acc.device, run.weight_dtype, workers),
-        progress=cfg.logging.progress and getattr(acc, "is_local_main_process", True), what="latents", **share)
     texts, _ = caption_rows(run.index)
-    if "text" in paths:
-        build_share(paths["text"], len(texts), lambda chunks: encode_texts(
-            parts.text_encoder, parts.tokenizer, texts, chunks, acc.device, run.weight_dtype), what="captions",
+    # Building must not draw from the training's random stream (its DataLoader seeds its workers from it):
+    # a run that builds the cache trains exactly like one that finds it (the kill soak checks this).
+    with _rng_untouched(acc.device):
+        build_share(paths["latents"], n, lambda chunks: encode_latents(
+            parts.vae, run.index, cfg.data, chunks, acc.device, run.weight_dtype, workers),
+            progress=cfg.logging.progress and getattr(acc, "is_local_main_process", True), what="latents",
             **share)
+        if "text" in paths:
+            build_share(paths["text"], len(texts), lambda chunks: encode_texts(
+                parts.text_encoder, parts.tokenizer, texts, chunks, acc.device, run.weight_dtype),
+                what="captions", **share)
     acc.wait_for_everyone()
     latents = shards.Rows(paths["latents"], n)
     text = shards.Rows(paths["text"], len(texts)) if "text" in paths else None
     return latents, text
+
+
+def _rng_untouched(device):
+    """Torch's random state (CPU, and the accelerator's) as it was before the block."""
+    import torch
+
+    return torch.random.fork_rng(devices=[device] if getattr(device, "type", "cpu") == "cuda" else [])
 
 
 def _summary(cfg, run) -> dict:
