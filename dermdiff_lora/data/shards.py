@@ -45,19 +45,13 @@ def shards(folder: Path) -> list[tuple[int, int, Path]]:
 
 
 def cover(folder: Path, n: int) -> list[tuple[int, int, Path]] | None:
-    """Shards that together hold rows ``[0, n)`` exactly once (each the longest starting where the last one
-    stopped), or None while some rows are missing."""
-    by_start: dict[int, tuple[int, int, Path]] = {}
-    for start, stop, path in shards(folder):
-        if stop > by_start.get(start, (0, -1))[1]:
-            by_start[start] = (start, stop, path)
-    chain, at = [], 0
-    while at < n:
-        if at not in by_start:
-            return None
-        chain.append(by_start[at])
-        at = by_start[at][1]
-    return chain if at == n else None
+    """The fewest shards that hold rows ``[0, n)`` end to end (shards left by runs with other process
+    counts may overlap), or None while some rows are missing."""
+    chains: dict[int, list[tuple[int, int, Path]]] = {0: []}
+    for start, stop, path in shards(folder):  # by start: every chain ending at ``start`` is known by now
+        if start in chains and stop <= n and (stop not in chains or len(chains[start]) + 1 < len(chains[stop])):
+            chains[stop] = [*chains[start], (start, stop, path)]
+    return chains.get(n) if n > 0 else None
 
 
 def write_shard(path: Path, start: int, stop: int, chunks: Iterable[tuple[int, dict]],

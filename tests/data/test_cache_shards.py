@@ -40,6 +40,12 @@ def test_shards_cover_rows_once_in_any_split_and_read_back_exactly(tmp_path):
     assert torch.equal(whole["a"], a[:8]) and torch.equal(whole["b"], b[:8])
     with pytest.raises(IndexError):
         rows.get("a", 10)
+    leftovers = tmp_path / "mixed"  # a 2-process run that stopped half-way, then a complete 3-process run
+    for start, stop in ((0, 16), (0, 8), (8, 24), (24, 40)):
+        (leftovers / shards.shard_name(start, stop)).parent.mkdir(exist_ok=True)
+        (leftovers / shards.shard_name(start, stop)).touch()
+    assert [(s, e) for s, e, _ in shards.cover(leftovers, 40)] == [(0, 8), (8, 24), (24, 40)]
+    assert shards.cover(leftovers, 16) is not None and shards.cover(leftovers, 30) is None
     with pytest.raises(DataError, match="0 rows written of 2"):
         shards.write_shard(tmp_path / "x.safetensors", 0, 2, [])
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
