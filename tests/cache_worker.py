@@ -1,5 +1,5 @@
 """Run under ``torchrun --nproc_per_node 2``: attach a latent cache that the test built, record this
-process's resident memory before and after (and after reading from it)."""
+process's resident memory before and after (and after reading every row of it once)."""
 
 import gc
 import json
@@ -42,6 +42,9 @@ def main(data_dir: str, out_dir: str, *overrides: str) -> None:
     cache.attach(run)
     attached = rss()
     batch = cache.CachedDataset.collate([run.dataset[(i, i)] for i in range(0, len(index.records), 16)])
+    keys = [(i, seed) for i in range(len(index.records)) for seed in (2 * i, 2 * i + 1)]
+    for first in range(0, len(keys), 16):  # an epoch, as the DataLoader collates it: every row read once
+        cache.CachedDataset.collate([run.dataset[k] for k in keys[first:first + 16]])
     read = rss()
     acc.wait_for_everyone()
     folder = cache.cache_paths(cfg, parts.folder, index, torch.float32)["latents"]

@@ -10,7 +10,8 @@ depends on: the model files, the image files (path, size, mtime), the transform 
 decode mode for latents; the text-encoder and tokenizer files and the captions for embeddings. Any change
 gives a new name: a stale cache is never read. Every process encodes its own share of the rows into its
 own safetensors shard (``shards``), decoding images in DataLoader workers; all then read every row
-memory-mapped, so no process waits for another while it encodes and none holds the cache in memory.
+with positional reads (``shards.Rows``), so no process waits for another while it encodes and none
+holds the cache in its memory.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from . import shards
 from .loading import loader_workers
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # 2: row shards read memory-mapped (1: one file loaded whole)
+FORMAT = 2  # 2: row shards read row by row (1: one file loaded whole)
 CHUNK = 8  # images per encoder call (never 1 unless the dataset has 1: batch-1 kernels differ)
 META_KEY = "dermdiff_lora_cache"
 
@@ -187,7 +188,7 @@ def build_share(folder: Path, n: int, encode, *, processes: int = 1, process_ind
 # ---------------------------------------------------------------------------------------------- training
 class CachedDataset:
     """``data.ImageCaptionDataset`` with latents (and text embeddings) from the cache: same ``(index,
-    sample_seed)`` keys, same flip decision per sample seed. Rows are read memory-mapped per item."""
+    sample_seed)`` keys, same flip decision per sample seed. Rows are read from the files per item."""
 
     def __init__(self, index: data.DatasetIndex, data_cfg, tokenizer, latents: shards.Rows,
                  text: shards.Rows | None):
@@ -225,7 +226,7 @@ class CachedDataset:
 
 def load_or_build(run) -> tuple[shards.Rows, shards.Rows | None]:
     """The run's cached latents (and embeddings): every process encodes its share of what is missing,
-    then all open every row memory-mapped."""
+    then all open every row (read per item, never loaded whole)."""
     cfg, acc, parts = run.cfg, run.accelerator, run.parts
     paths = cache_paths(cfg, parts.folder, run.index, run.weight_dtype)
     share = {"processes": getattr(acc, "num_processes", 1), "process_index": getattr(acc, "process_index", 0),

@@ -3,8 +3,8 @@
 A store is a folder of files ``rows-<start>-<stop>.safetensors``, each holding the same tensor names with
 rows ``[start, stop)`` of the whole (first dimension). A shard is written chunk by chunk at its final offsets
 (no process ever holds a whole shard), then renamed into place: a file either is complete or is absent.
-``Rows`` reads one row at a time through ``safe_open``, a memory map: only the pages of the rows read come
-into memory, as page cache that every process and DataLoader worker on the machine shares.
+``Rows`` reads one row at a time with positional reads: the files stay in the OS page cache, one copy per
+machine that every process and DataLoader worker shares, and no process holds more than the rows it reads.
 """
 
 from __future__ import annotations
@@ -46,19 +46,13 @@ def shards(folder: Path) -> list[tuple[int, int, Path]]:
 
 
 def cover(folder: Path, n: int) -> list[tuple[int, int, Path]] | None:
-    """Shards that together hold rows ``[0, n)`` exactly once (each the longest starting where the last one
-    stopped), or None while some rows are missing."""
-    by_start: dict[int, tuple[int, int, Path]] = {}
-    for start, stop, path in shards(folder):
-        if stop > by_start.get(start, (0, -1))[1]:
-            by_start[start] = (start, stop, path)
-    chain, at = [], 0
-    while at < n:
-        if at not in by_start:
-            return None
-        chain.append(by_start[at])
-        at = by_start[at][1]
-    return chain if at == n else None
+    """The fewest shards that hold rows ``[0, n)`` end to end (shards left by runs with other process
+    counts may overlap), or None while some rows are missing."""
+    chains: dict[int, list[tuple[int, int, Path]]] = {0: []}
+    for start, stop, path in shards(folder):  # by start: every chain ending at ``start`` is known by now
+        if start in chains and stop <= n and (stop not in chains or len(chains[start]) + 1 < len(chains[stop])):
+            chains[stop] = [*chains[start], (start, stop, path)]
+    return chains.get(n) if n > 0 else None
 
 
 def write_shard(path: Path, start: int, stop: int, chunks: Iterable[tuple[int, dict]],
@@ -120,10 +114,13 @@ def _prod(shape: tuple[int, ...]) -> int:
 
 
 class Rows:
-    """Rows ``[0, n)`` of a store, read memory-mapped one row (or part of one) at a time.
+    """Rows ``[0, n)`` of a store, read one row (or part of one) at a time with positional reads.
 
-    Picklable: the files are (re)opened in each process that reads, so DataLoader workers share the
-    mapped pages instead of copies.
+    Only the bytes asked for are copied into this process; the files' pages stay in the OS page cache,
+    one copy per machine shared by every process and DataLoader worker, and never count in a process's
+    resident memory. (A memory map would: each row read stays resident in every process that read it, up
+    to the whole cache per process after one epoch; measured in tests/data/test_cache_shards.py.)
+    Picklable: each process opens the files itself.
     """
 
     def __init__(self, folder: Path, n: int):
@@ -133,52 +130,86 @@ class Rows:
             raise DataError(f"cache {self.folder} does not hold all {n} rows; delete it to rebuild it")
         self.starts = [s for s, _, _ in chain]
         self.paths = [p for _, _, p in chain]
-        self._handles: list | None = None
+        self.headers = [self._header(path, stop - start) for start, stop, path in chain]
+        self.shapes = {name: (n, *entry["shape"][1:]) for name, entry in self.headers[0].items()
+                       if name != "__metadata__"}
+        self._files: list | None = None
         self._pid: int | None = None
-        self.shapes = self._check()
+
+    def _header(self, path: Path, rows: int) -> dict:
+        """The safetensors header of ``path`` with absolute offsets; DataError if it does not match."""
+        try:
+            with open(path, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length)) if length < 1 << 26 else None
+            size = path.stat().st_size
+            ok = isinstance(header, dict) and all(
+                e["shape"][0] == rows and e["dtype"] in _DTYPES.values() and 8 + length + e["data_offsets"][1] <= size
+                for k, e in header.items() if k != "__metadata__")
+        except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+            ok = False
+        if not ok:
+            raise DataError(f"cache file {path} is unreadable or incomplete; delete {self.folder} to rebuild it")
+        for name, entry in header.items():
+            if name != "__metadata__":
+                entry["at"] = 8 + length + entry["data_offsets"][0]
+        return header
 
     def _open(self) -> list:
-        if self._handles is None or self._pid != os.getpid():
-            from safetensors import safe_open
-
-            handles = []
-            for path in self.paths:
-                try:
-                    handles.append(safe_open(str(path), framework="pt"))
-                except Exception as exc:  # safetensors raises its own types for truncated files
-                    raise DataError(f"cache file {path} is unreadable ({exc}); delete {self.folder} to "
-                                    "rebuild it") from None
-            self._handles, self._pid = handles, os.getpid()
-        return self._handles
-
-    def _check(self) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {}
-        for handle, path, start, stop in zip(self._open(), self.paths, self.starts, [*self.starts[1:], self.n]):
-            for name in handle.keys():
-                shape = tuple(handle.get_slice(name).get_shape())
-                if shape[0] != stop - start or shapes.setdefault(name, shape[1:]) != shape[1:]:
-                    raise DataError(f"cache file {path}: {name} has shape {shape}, expected rows "
-                                    f"[{start}, {stop}) of {shapes[name]}; delete {self.folder} to rebuild it")
-        return {name: (self.n, *row) for name, row in shapes.items()}
+        if self._files is None or self._pid != os.getpid():
+            self._files = [open(path, "rb") for path in self.paths]  # noqa: SIM115 - kept for the run
+            self._pid = os.getpid()
+        return self._files
 
     def get(self, name: str, row: int, *index: int):
         """Row ``row`` of tensor ``name`` (``index`` picks inside the row), as a new tensor."""
+        import torch
+
         if not 0 <= row < self.n:
             raise IndexError(f"row {row} of {self.n}")
         shard = bisect.bisect_right(self.starts, row) - 1
-        return self._open()[shard].get_slice(name)[(row - self.starts[shard], *index)]
+        entry = self.headers[shard][name]
+        dtype = _torch_dtype(entry["dtype"])
+        row_shape = entry["shape"][1:]
+        inner = row_shape[len(index):]
+        position = row - self.starts[shard]
+        for i, size in zip(index, row_shape):
+            if not 0 <= i < size:
+                raise IndexError(f"index {index} of a row shaped {row_shape}")
+            position = position * size + i
+        count = _prod(tuple(inner))
+        width = torch.empty((), dtype=dtype).element_size()
+        data = _pread(self._open()[shard], count * width, entry["at"] + position * count * width)
+        return torch.frombuffer(bytearray(data), dtype=dtype).reshape(inner)
 
     def read(self, name: str):
         """The whole tensor ``name`` in memory (tests and small tables only)."""
         import torch
 
-        return torch.cat([h.get_tensor(name) for h in self._open()])
+        return torch.stack([self.get(name, row) for row in range(self.n)])
 
     def metadata(self) -> dict:
-        return self._open()[0].metadata() or {}
+        return self.headers[0].get("__metadata__", {})
 
     def __len__(self) -> int:
         return self.n
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handles": None, "_pid": None}
+        return {**self.__dict__, "_files": None, "_pid": None}
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return next(getattr(torch, k) for k, v in _DTYPES.items() if v == name)
+
+
+def _pread(f, size: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        data = os.pread(f.fileno(), size, offset)
+    else:  # Windows: no pread; one file object per process, so seek + read is safe
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise DataError(f"cache file {f.name} is truncated; delete its folder to rebuild it")
+    return data
