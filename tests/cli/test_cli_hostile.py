@@ -62,6 +62,8 @@ def test_cli_train_prints_one_line_for_bad_overrides(monkeypatch, capsys, overri
     from dermdiff_lora.training import train
 
     monkeypatch.setattr(train, "train", lambda cfg: {"validated": True})  # stop after validation
+    capsys.readouterr()  # each example reads only its own output
+    overrides = [o for o in overrides if not o.startswith("-")] or ["x"]  # "-x" is an option: argparse's usage
     code = app.main(["train", "demo", *overrides])
     err = capsys.readouterr().err
     assert code in (0, 1)
