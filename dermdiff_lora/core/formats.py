@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from .errors import AdapterError
@@ -43,7 +42,3 @@ def own_metadata(header: dict[str, str]) -> dict[str, Any]:
     """The package's own metadata in a header ({} for files made by other tools)."""
     raw = header.get(META_KEY)
     return json.loads(raw) if raw else {}
-
-
-def is_pickle(path: Path) -> bool:
-    return path.suffix in PICKLE_SUFFIXES

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .formats import PICKLE_SUFFIXES
 
 TINY_RANDOM = "tiny-random"
 TINY = "tiny"
 TINY_ASSET = Path(__file__).parent.parent / "assets" / "tiny"
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 # Words the tiny tokenizer knows as whole tokens (everything else is spelled out in bytes).
 TINY_WORDS = ("benign malignant skin disease on lighter brown darker tone a photo of dermoscopy image "
               "lesion very light light intermediate tan dark melanoma nevus").split()
