@@ -16,7 +16,7 @@ within 3x the gap between two uninterrupted runs. A failed part is reported and 
 script exits 1 if any failed. Where there is no GPU it says so and exits 0.
 
     PYTHONPATH=. python benchmarks/gpu_full_size.py [--steps 4] [--max-batch 32] [--peak-tflops N]
-    PYTHONPATH=. python benchmarks/gpu_full_size.py --smoke   # every code path on the CPU, tiny sizes
+    PYTHONPATH=. python benchmarks/gpu_full_size.py --smoke [--threads N]   # every code path on the CPU, tiny sizes
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import os
 import shutil
 import sys
 import time
@@ -295,13 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-steps", type=int, default=4, help="optimizer steps of the resume check")
     parser.add_argument("--smoke", action="store_true", help="run every code path on the CPU at toy sizes "
                                                              "(fp16 with a CPU loss scaler), to check it")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default with --smoke: "
+                                                                   "OMP_NUM_THREADS, else 1; without: all)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() and not args.smoke:
         print("no GPU: nothing measured (this benchmark needs CUDA; --smoke checks its code on the CPU)")
         return 0
     if args.smoke:
         args.steps, args.max_batch, args.resume_steps = 1, 1, 2
-    sc.setup_process(1 if args.smoke else torch.get_num_threads())
+    smoke_threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+    sc.setup_process(args.threads or (smoke_threads if args.smoke else torch.get_num_threads()))
     root = sc.workdir()
     try:
         return run_all(args, root)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core import config
 from ..data import cache
-from . import checkpoint, modes
+from . import checkpoint, cpu_bf16, modes
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def setup(cfg, *, resuming: bool) -> Run:
     run.weight_dtype = _weight_dtype(cfg, acc)
     (modes.setup_lora if cfg.train.mode == "lora" else modes.setup_full)(run)
     _fast_paths(run)
+    cpu_bf16.guard_strided_convs(run.trained, acc.device.type, cfg.train.mixed_precision)
     if cache.cache_enabled(cfg):
         cache.attach(run)
     run.optimizer = make_optimizer(run.params, cfg.optim, acc.device.type)
