@@ -116,21 +116,51 @@ def _counts(assignment: Mapping[str, str], strata: Mapping[str, str]) -> dict[st
     return {s: dict(sorted(c.items())) for s, c in out.items()}
 
 
+def _join_duplicates(files: Sequence[str], group_idx: np.ndarray,
+                     duplicates: Iterable[tuple[str, str]]) -> tuple[np.ndarray, dict[str, int]]:
+    """Per patient group, the unit it is split with: groups holding copies of one image are joined (union-find
+    over the pairs of file names; pairs naming a file not in the rows are counted, not used). With no join,
+    unit i is group i. Also returns how many patient groups were merged into how many units."""
+    position = {f: i for i, f in enumerate(files)}
+    parent = list(range(int(group_idx.max()) + 1))
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    pairs = used = 0
+    for a, b in duplicates:
+        pairs += 1
+        if str(a) in position and str(b) in position:
+            used += 1
+            ra, rb = root(int(group_idx[position[str(a)]])), root(int(group_idx[position[str(b)]]))
+            parent[max(ra, rb)] = min(ra, rb)
+    units = np.unique([root(g) for g in range(len(parent))], return_inverse=True)[1]
+    sizes = np.bincount(units)
+    return units, {"pairs": pairs, "pairs_in_data": used, "patient_groups_merged": int(sizes[sizes > 1].sum()),
+                   "merged_into": int((sizes > 1).sum()), "units": len(sizes)}
+
+
 def make_splits(rows: Iterable[Mapping[str, Any]], *, id_col: str, strata_cols: Sequence[str] = (),
                 file_col: str = "file", fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                seed: int = 0) -> Splits:
+                seed: int = 0, duplicates: Iterable[tuple[str, str]] | None = None) -> Splits:
     """Patient-level train/val/test split of ``rows`` (one dict per image), stratified by ``strata_cols``.
 
-    The same rows and seed always give the same split. ``meta`` records the settings, the counts per
-    split x stratum, and how many rows had no id (each such row is its own group).
+    ``duplicates``: pairs of file names that are copies of one image (``data.duplicates``); the patients of
+    a pair are split as one group, so every copy lands on one side. The same rows, duplicates and seed always
+    give the same split. ``meta`` records the settings, the counts per split x stratum, how many rows had no
+    id (each such row is its own group) and, with ``duplicates``, how many patient groups they joined.
     """
     frac = _check_fractions(fractions)
     files, groups, strata = _parse_rows(rows, id_col, list(strata_cols), file_col)
     group_names, group_idx = np.unique(np.array(groups, dtype=object), return_inverse=True)
     stratum_names, stratum_idx = np.unique(np.array(strata, dtype=object), return_inverse=True)
-    counts = np.zeros((len(group_names), len(stratum_names)))
-    np.add.at(counts, (group_idx, stratum_idx), 1)
-    split_of_group = _assign(counts, np.array(list(frac.values())), np.random.default_rng(seed))
+    unit_of_group, joined = _join_duplicates(files, group_idx, duplicates or ())
+    counts = np.zeros((joined["units"], len(stratum_names)))
+    np.add.at(counts, (unit_of_group[group_idx], stratum_idx), 1)
+    split_of_group = _assign(counts, np.array(list(frac.values())), np.random.default_rng(seed))[unit_of_group]
     assignment = {f: SPLITS[split_of_group[g]] for f, g in zip(files, group_idx)}
     no_id = sum(g.startswith(NO_ID_PREFIX) for g in group_names)
     meta = {"schema": SCHEMA, "seed": int(seed), "fractions": frac, "id_col": id_col, "file_col": file_col,
@@ -141,6 +171,8 @@ def make_splits(rows: Iterable[Mapping[str, Any]], *, id_col: str, strata_cols: 
             "groups_per_split": {s: int((split_of_group == i).sum()) for i, s in enumerate(SPLITS)},
             "files_per_split": {s: sum(v == s for v in assignment.values()) for s in SPLITS},
             "counts": _counts(assignment, dict(zip(files, strata)))}
+    if duplicates is not None:
+        meta["duplicates"] = joined
     return Splits(assignment, dict(zip(files, groups)), meta)
 
 

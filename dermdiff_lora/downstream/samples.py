@@ -18,6 +18,7 @@ from typing import Any
 
 from ..core.errors import ConfigError, DataError
 from ..core.prompts import PromptBuilder, from_config, normalize_value
+from ..data import duplicates as dup
 from ..data.dataset import index_dataset, pick_file_column, read_metadata
 from ..data.splits import Splits, make_splits, read_split_file, write_split_file
 from ..eval.inputs import is_synthetic
@@ -138,10 +139,13 @@ def pick_id_column(columns: Sequence[str], wanted: str, source: Path) -> str:
 def split_dataset(dataset: str | os.PathLike, out: str | os.PathLike, *, id_column: str = "auto",
                   diagnosis_column: str = "benign_malignant", tone_column: str = "skin_tone",
                   file_column: str = "auto", fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                  seed: int = 0) -> dict[str, Any]:
-    """Write a patient-level split of a dataset folder's metadata, stratified by diagnosis x tone.
+                  seed: int = 0, duplicates: str | None = None) -> dict[str, Any]:
+    """Write a patient-level split of a dataset folder's metadata, stratified by diagnosis x tone, every
+    group of copies of one image on one side.
 
-    Files are keyed by the metadata's file column (as ``downstream`` reads them). Returns the sidecar.
+    Files are keyed by the metadata's file column (as ``downstream`` reads them). ``duplicates``: a
+    ``duplicates.csv`` (``"none"``: none; default: ``<dataset>_audit/duplicates.csv`` when the audit wrote
+    one). Returns the sidecar.
     """
     rows, source = read_metadata(dataset)
     columns = list(rows[0])
@@ -153,8 +157,11 @@ def split_dataset(dataset: str | os.PathLike, out: str | os.PathLike, *, id_colu
         raise DataError(f"{source} has no column {', '.join(map(repr, absent))} to stratify by (columns: "
                         f"{', '.join(columns)}); pass --diagnosis-column / --tone-column")
     keyed = [{**r, **{c: normalize_value(r.get(c)) for c in strata}} for r in rows]
+    found = dup.locate(duplicates, dirs=[str(dataset)])
+    pairs = [(p.id_a, p.id_b) for p in dup.read_csv(found)] if found else []
     splits = make_splits(keyed, id_col=id_col, strata_cols=strata, file_col=file_col,
-                         fractions=fractions, seed=seed)
+                         fractions=fractions, seed=seed, duplicates=pairs)
+    splits.meta["duplicates"]["file"] = str(found) if found else None
     path = write_split_file(out, splits)
     meta = read_split_file(path).meta
     return {**meta, "path": str(path), "dataset": str(dataset)}
