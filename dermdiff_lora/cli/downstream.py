@@ -74,6 +74,9 @@ def _register_downstream(sub) -> None:
     p.add_argument("--tone-column", help="tone column (default: the config's data.tone_column)")
     p.add_argument("--positive-class", help="binary: the positive class word (default malignant)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per report")
+    p.add_argument("--duplicates", help="duplicates.csv from `audit`: the adapter may not have trained on a copy "
+                                        "of a val/test image either (default: beside the adapter's data.tones, "
+                                        "else <dataset>_audit/; 'none': none)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="overrides of the adapter's saved config for reading the dataset")
@@ -132,7 +135,7 @@ def cmd_downstream(args) -> int:
                              adapter=args.adapter, classifier=spec, seeds=args.seeds, threshold=args.threshold,
                              label_column=args.label_column, tone_column=args.tone_column,
                              positive_class=args.positive_class, n_boot=args.n_boot, overrides=args.overrides,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, duplicates=args.duplicates)
     downstream(opts)
     print((Path(args.out) / TABLE_FILE).read_text(encoding="utf-8").rstrip())
     print(f"\nwrote {args.out}: downstream.json, downstream.txt, downstream.png, predictions/")

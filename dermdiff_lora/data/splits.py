@@ -272,15 +272,30 @@ def _train_keys(item: Any, kind: str, file_col: str, id_col: str | None) -> tupl
     return (str(item), None) if kind == "file" else (None, str(item).strip())
 
 
+def _copies_in_split(duplicates: Iterable[tuple[str, str]], index: Mapping[str, str]):
+    """(union-find over the pairs, root -> the split's files in that group of copies)."""
+    from .duplicates import group_sets
+
+    groups = group_sets(duplicates)
+    members: dict[Any, list[str]] = {}
+    for name in groups.parent:
+        if name in index:
+            members.setdefault(groups.find(name), []).append(index[name])
+    return groups, members
+
+
 def check_no_leak(train: Iterable[Any], split_file: str | os.PathLike | Splits, *, kind: str = "file",
                   id_col: str | None = None, file_col: str = "file",
-                  protected: Sequence[str] = ("val", "test"), max_names: int = 10) -> dict[str, int]:
-    """Refuse (DataError) an adapter-training set holding any image or patient of a protected split.
+                  protected: Sequence[str] = ("val", "test"), max_names: int = 10,
+                  duplicates: Iterable[tuple[str, str]] | None = None) -> dict[str, int]:
+    """Refuse (DataError) an adapter-training set holding any image or patient of a protected split, or
+    (``duplicates``: pairs of file names that are copies of one image) a copy of a protected image.
 
     ``train`` items are file names/paths (``kind="file"``; matched exactly, else by base name when that
     is unique in the split file), patient ids (``kind="id"``), or row dicts with ``file_col`` and
     ``id_col``. The error names up to ``max_names`` leaked patients, then a count. Returns
-    ``{"n_checked", "n_matched"}``: a check that matched nothing may mean the names do not correspond.
+    ``{"n_checked", "n_matched"}`` (with ``duplicates`` also ``n_duplicate_pairs`` and
+    ``n_with_copies_in_split``): a check that matched nothing may mean the names do not correspond.
     """
     if kind not in ("file", "id"):
         raise ConfigError(f"kind {kind!r} must be 'file' (training items are image files) or 'id' (patients)")
@@ -288,8 +303,10 @@ def check_no_leak(train: Iterable[Any], split_file: str | os.PathLike | Splits, 
     where = splits.meta.get("csv", "(in memory)") if isinstance(split_file, Splits) else split_file
     index = _file_index(splits)
     split_of_group = {g: splits.assignment[f] for f, g in splits.group_ids.items()}
+    pairs = None if duplicates is None else list(duplicates)
+    groups, members = _copies_in_split(pairs or [], index)
     leaks: dict[str, list[str]] = {}
-    n_checked = n_matched = 0
+    n_checked = n_matched = n_copies = 0
     for item in train:
         n_checked += 1
         file, pid = _train_keys(item, kind, file_col, id_col)
@@ -302,9 +319,24 @@ def check_no_leak(train: Iterable[Any], split_file: str | os.PathLike | Splits, 
         for gid in gids:
             if split_of_group[gid] in protected:
                 leaks.setdefault(gid, []).append(file or pid)
+        names = [n for n in (file, key, Path(file).name if file else None) if n is not None and n in groups.parent]
+        copies = {c for n in names for c in members.get(groups.find(n), []) if c != key}
+        n_copies += bool(copies)
+        for other in sorted(copies):
+            if splits.assignment[other] in protected:
+                leaks.setdefault(splits.group_ids[other], []).append(f"{file} (a copy of {other})")
     if leaks:
         raise DataError(_leak_message(leaks, split_of_group, where, protected, max_names))
-    return {"n_checked": n_checked, "n_matched": n_matched}
+    result = {"n_checked": n_checked, "n_matched": n_matched}
+    if pairs is not None:
+        result.update(n_duplicate_pairs=len(pairs), n_with_copies_in_split=n_copies)
+    return result
+
+
+def crossing_copies(splits: Splits, duplicates: Iterable[tuple[str, str]]) -> int:
+    """Groups of copies (``duplicates``) whose images the split puts in more than one part."""
+    _, members = _copies_in_split(duplicates, _file_index(splits))
+    return sum(len({splits.assignment[f] for f in files}) > 1 for files in members.values())
 
 
 def _leak_message(leaks: Mapping[str, list[str]], split_of_group: Mapping[str, str], where: Any,
@@ -318,6 +350,7 @@ def _leak_message(leaks: Mapping[str, list[str]], split_of_group: Mapping[str, s
         shown.append(f"{gid} ({split_of_group[gid]}; {listed})")
     more = f" and {len(names) - max_names} more" if len(names) > max_names else ""
     n_items = sum(len(v) for v in leaks.values())
-    return (f"{n_items} adapter-training item(s) belong to {len(names)} {'/'.join(protected)} patient(s) of "
+    return (f"{n_items} adapter-training item(s) belong to (or copy images of) {len(names)} "
+            f"{'/'.join(protected)} patient(s) of "
             f"split file {where}: {'; '.join(shown)}{more}. Refusing: an adapter trained on held-out "
             "patients leaks them into the synthetic images. Train the adapter on the train split only.")

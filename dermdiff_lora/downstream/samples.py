@@ -106,11 +106,9 @@ def read_synthetic(data_cfg, value_maps, label_col: str, tone_col: str, folder: 
 
 
 def training_rows(cfg, id_col: str) -> list[dict[str, Any]]:
-    """The adapter's training images as ``{"file", id_col}`` rows, read as its saved config reads them.
-
-    Where the saved config names a split file of its own (``data.split_file``), only that file's train
-    rows count as training images.
-    """
+    """The adapter's training images as ``{"file", id_col}`` rows, read as its saved config reads them: with
+    a split file of its own (``data.split_file``), the rows of the part it trained on (``data.split_part``),
+    whichever part that was."""
     folder = cfg.data.dir
     if not folder or not Path(folder).is_dir():
         raise DataError(f"the adapter's saved config names training folder {folder!r}, which does not exist "
@@ -118,12 +116,7 @@ def training_rows(cfg, id_col: str) -> list[dict[str, Any]]:
                         "back where the adapter was trained from (the check refuses to guess)")
     index = index_dataset(cfg.data, from_config(cfg.prompts))
     file_col = pick_file_column(list(index.records[0].row), cfg.data.file_column, index.folder)
-    rows = [{"file": str(r.row[file_col]), id_col: r.row.get(id_col)} for r in index.records]
-    own = getattr(cfg.data, "split_file", None)
-    if own:
-        theirs = read_split_file(own)
-        rows = [r for r in rows if theirs.assignment.get(r["file"]) == "train"]
-    return rows
+    return [{"file": str(r.row[file_col]), id_col: r.row.get(id_col)} for r in index.records]
 
 
 def pick_id_column(columns: Sequence[str], wanted: str, source: Path) -> str:
