@@ -145,3 +145,13 @@ def test_the_file_is_found_beside_the_tones_else_beside_the_dataset(tmp_path):
     assert dup.locate("none", dirs=[str(data)]) is None
     with pytest.raises(DataError, match="no such file"):
         dup.locate(str(tmp_path / "missing.csv"))
+
+
+def test_the_cut_offs_stated_in_the_readme_and_the_help_are_the_codes():
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    readme = " ".join((root / "README.md").read_text().split())
+    assert f"within **{dup.NEAR_CUTOFF} of 64 bits** (Hamming)" in readme
+    assert f"at most **{dup.NEAR_PIXELS:g} levels of 255**" in readme
+    assert f"pHash <= {dup.NEAR_CUTOFF} of 64 bits" in (root / "dermdiff_lora" / "cli" / "evaluate.py").read_text()
