@@ -8,6 +8,12 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    _register_split(sub)
+    _register_fairness(sub)
+    _register_downstream(sub)
+
+
+def _register_split(sub) -> None:
     p = sub.add_parser("split", help="write a patient-level train/val/test split file (stratified by "
                                      "diagnosis x tone) to reuse in train, rebalance and downstream")
     p.add_argument("dataset", help="imagefolder with metadata.csv / metadata.jsonl (never modified)")
@@ -19,8 +25,12 @@ def register(sub) -> None:
     p.add_argument("--file-column", default="auto")
     p.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test (default 0.7,0.15,0.15)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duplicates", help="duplicates.csv from `audit` (copies of one image are kept on one side; "
+                                        "default: <dataset>_audit/duplicates.csv when it exists; 'none': none)")
     p.set_defaults(func=cmd_split)
 
+
+def _register_fairness(sub) -> None:
     p = sub.add_parser("fairness", help="per-skin-tone report (AUC, balanced accuracy, sensitivity, "
                                         "specificity, fairlearn gaps) of any classifier's predictions CSV")
     p.add_argument("predictions", help="CSV: one row per test image with label, score and group columns "
@@ -35,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_fairness)
 
+
+def _register_downstream(sub) -> None:
     p = sub.add_parser("downstream", help="train a lesion classifier on real only vs real + synthetic "
                                           "(same split, >= 3 seeds) and compare fairness across skin tones")
     p.add_argument("dataset", help="the real dataset folder (all splits)")
@@ -62,6 +74,9 @@ def register(sub) -> None:
     p.add_argument("--tone-column", help="tone column (default: the config's data.tone_column)")
     p.add_argument("--positive-class", help="binary: the positive class word (default malignant)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per report")
+    p.add_argument("--duplicates", help="duplicates.csv from `audit`: the adapter may not have trained on a copy "
+                                        "of a val/test image either (default: beside the adapter's data.tones, "
+                                        "else <dataset>_audit/; 'none': none)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="overrides of the adapter's saved config for reading the dataset")
@@ -82,10 +97,18 @@ def cmd_split(args) -> int:
 
     meta = split_dataset(args.dataset, args.out, id_column=args.id_column, seed=args.seed,
                          diagnosis_column=args.diagnosis_column, tone_column=args.tone_column,
-                         file_column=args.file_column, fractions=_fractions(args.fractions))
+                         file_column=args.file_column, fractions=_fractions(args.fractions),
+                         duplicates=args.duplicates)
     print(f"wrote {meta['path']}: {meta['n_files']} images of {meta['n_groups']} {meta['id_col']} groups")
     for split, n in meta["files_per_split"].items():
         print(f"  {split:<5} {n:>6} images, {meta['groups_per_split'][split]:>6} groups")
+    d = meta["duplicates"]
+    if d["file"]:
+        print(f"  duplicates: {d['pairs_in_data']} of {d['pairs']} pair(s) in {d['file']} are in the data; they "
+              f"merged {d['patient_groups_merged']} {meta['id_col']} groups into {d['merged_into']} (each on one side)")
+    else:
+        print("  duplicates: none read (no <dataset>_audit/duplicates.csv: run `dermdiff-lora audit` to find copies, "
+              "or pass --duplicates FILE)")
     print(f"  {meta['note']}; sha256 {meta['csv_sha256']}")
     return 0
 
@@ -112,7 +135,7 @@ def cmd_downstream(args) -> int:
                              adapter=args.adapter, classifier=spec, seeds=args.seeds, threshold=args.threshold,
                              label_column=args.label_column, tone_column=args.tone_column,
                              positive_class=args.positive_class, n_boot=args.n_boot, overrides=args.overrides,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, duplicates=args.duplicates)
     downstream(opts)
     print((Path(args.out) / TABLE_FILE).read_text(encoding="utf-8").rstrip())
     print(f"\nwrote {args.out}: downstream.json, downstream.txt, downstream.png, predictions/")

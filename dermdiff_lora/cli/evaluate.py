@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--base-only", action="store_true",
                    help="render from the adapter's base model without the adapter (the 'before' images)")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-image check")
+    p.add_argument("--duplicates", help="duplicates.csv from `audit` (default: beside the run's data.tones, else "
+                                        "<data.dir>_audit/; 'none': none). Held-out images listed there, or found "
+                                        "by pixels (exact, mirrored, pHash <= 8 of 64 bits), as copies of training "
+                                        "images are left out of the memorisation threshold and named as leakage")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two eval.json files side by side")
     p.add_argument("--force", action="store_true", help="with --compare: also across extractors or sizes")
@@ -42,7 +46,7 @@ def cmd_evaluate(args) -> int:
                            extractor=args.extractor, model_id=args.model_id, per_cell=args.per_cell,
                            seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
                            tone_column=args.tone_column, base_only=args.base_only, memorisation=not args.no_memorisation,
-                           overrides=args.overrides, overwrite=args.overwrite)
+                           duplicates=args.duplicates, overrides=args.overrides, overwrite=args.overwrite)
     result = evaluate(opts)
     print(format_table(result))
     return 0

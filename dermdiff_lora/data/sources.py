@@ -8,13 +8,12 @@ that holds the file wins.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from ..core.config import FITZPATRICK_GROUPS
 from ..core.errors import DataError
 from . import presets
+from .duplicates import read_known_list
 from .tables import FolderIndex, Table, check_keys, find_metadata, pick_file_column, read_table
 
 
@@ -133,13 +132,7 @@ def _canonical(table: Table, preset: presets.Preset, data_cfg) -> None:
 
 def _drop_duplicates(table: Table, path: Path) -> None:
     """Drop the second image of every pair listed in ISIC 2020's duplicates file."""
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
-    except (OSError, csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot parse ({exc})") from None
-    if rows and "image_name_2" not in rows[0]:
-        raise DataError(f"{path}: expected columns image_name_1, image_name_2; found {', '.join(rows[0])}")
-    dupes = {r["image_name_2"] for r in rows}
+    dupes = {p.id_b for p in read_known_list(path)}
     table.keep([k not in dupes for k in table.keys], f"duplicate image (listed in {path.name})")
 
 

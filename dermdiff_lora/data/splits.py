@@ -116,21 +116,51 @@ def _counts(assignment: Mapping[str, str], strata: Mapping[str, str]) -> dict[st
     return {s: dict(sorted(c.items())) for s, c in out.items()}
 
 
+def _join_duplicates(files: Sequence[str], group_idx: np.ndarray,
+                     duplicates: Iterable[tuple[str, str]]) -> tuple[np.ndarray, dict[str, int]]:
+    """Per patient group, the unit it is split with: groups holding copies of one image are joined (union-find
+    over the pairs of file names; pairs naming a file not in the rows are counted, not used). With no join,
+    unit i is group i. Also returns how many patient groups were merged into how many units."""
+    position = {f: i for i, f in enumerate(files)}
+    parent = list(range(int(group_idx.max()) + 1))
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    pairs = used = 0
+    for a, b in duplicates:
+        pairs += 1
+        if str(a) in position and str(b) in position:
+            used += 1
+            ra, rb = root(int(group_idx[position[str(a)]])), root(int(group_idx[position[str(b)]]))
+            parent[max(ra, rb)] = min(ra, rb)
+    units = np.unique([root(g) for g in range(len(parent))], return_inverse=True)[1]
+    sizes = np.bincount(units)
+    return units, {"pairs": pairs, "pairs_in_data": used, "patient_groups_merged": int(sizes[sizes > 1].sum()),
+                   "merged_into": int((sizes > 1).sum()), "units": len(sizes)}
+
+
 def make_splits(rows: Iterable[Mapping[str, Any]], *, id_col: str, strata_cols: Sequence[str] = (),
                 file_col: str = "file", fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                seed: int = 0) -> Splits:
+                seed: int = 0, duplicates: Iterable[tuple[str, str]] | None = None) -> Splits:
     """Patient-level train/val/test split of ``rows`` (one dict per image), stratified by ``strata_cols``.
 
-    The same rows and seed always give the same split. ``meta`` records the settings, the counts per
-    split x stratum, and how many rows had no id (each such row is its own group).
+    ``duplicates``: pairs of file names that are copies of one image (``data.duplicates``); the patients of
+    a pair are split as one group, so every copy lands on one side. The same rows, duplicates and seed always
+    give the same split. ``meta`` records the settings, the counts per split x stratum, how many rows had no
+    id (each such row is its own group) and, with ``duplicates``, how many patient groups they joined.
     """
     frac = _check_fractions(fractions)
     files, groups, strata = _parse_rows(rows, id_col, list(strata_cols), file_col)
     group_names, group_idx = np.unique(np.array(groups, dtype=object), return_inverse=True)
     stratum_names, stratum_idx = np.unique(np.array(strata, dtype=object), return_inverse=True)
-    counts = np.zeros((len(group_names), len(stratum_names)))
-    np.add.at(counts, (group_idx, stratum_idx), 1)
-    split_of_group = _assign(counts, np.array(list(frac.values())), np.random.default_rng(seed))
+    unit_of_group, joined = _join_duplicates(files, group_idx, duplicates or ())
+    counts = np.zeros((joined["units"], len(stratum_names)))
+    np.add.at(counts, (unit_of_group[group_idx], stratum_idx), 1)
+    split_of_group = _assign(counts, np.array(list(frac.values())), np.random.default_rng(seed))[unit_of_group]
     assignment = {f: SPLITS[split_of_group[g]] for f, g in zip(files, group_idx)}
     no_id = sum(g.startswith(NO_ID_PREFIX) for g in group_names)
     meta = {"schema": SCHEMA, "seed": int(seed), "fractions": frac, "id_col": id_col, "file_col": file_col,
@@ -141,6 +171,8 @@ def make_splits(rows: Iterable[Mapping[str, Any]], *, id_col: str, strata_cols: 
             "groups_per_split": {s: int((split_of_group == i).sum()) for i, s in enumerate(SPLITS)},
             "files_per_split": {s: sum(v == s for v in assignment.values()) for s in SPLITS},
             "counts": _counts(assignment, dict(zip(files, strata)))}
+    if duplicates is not None:
+        meta["duplicates"] = joined
     return Splits(assignment, dict(zip(files, groups)), meta)
 
 
@@ -240,15 +272,30 @@ def _train_keys(item: Any, kind: str, file_col: str, id_col: str | None) -> tupl
     return (str(item), None) if kind == "file" else (None, str(item).strip())
 
 
+def _copies_in_split(duplicates: Iterable[tuple[str, str]], index: Mapping[str, str]):
+    """(union-find over the pairs, root -> the split's files in that group of copies)."""
+    from .duplicates import group_sets
+
+    groups = group_sets(duplicates)
+    members: dict[Any, list[str]] = {}
+    for name in groups.parent:
+        if name in index:
+            members.setdefault(groups.find(name), []).append(index[name])
+    return groups, members
+
+
 def check_no_leak(train: Iterable[Any], split_file: str | os.PathLike | Splits, *, kind: str = "file",
                   id_col: str | None = None, file_col: str = "file",
-                  protected: Sequence[str] = ("val", "test"), max_names: int = 10) -> dict[str, int]:
-    """Refuse (DataError) an adapter-training set holding any image or patient of a protected split.
+                  protected: Sequence[str] = ("val", "test"), max_names: int = 10,
+                  duplicates: Iterable[tuple[str, str]] | None = None) -> dict[str, int]:
+    """Refuse (DataError) an adapter-training set holding any image or patient of a protected split, or
+    (``duplicates``: pairs of file names that are copies of one image) a copy of a protected image.
 
     ``train`` items are file names/paths (``kind="file"``; matched exactly, else by base name when that
     is unique in the split file), patient ids (``kind="id"``), or row dicts with ``file_col`` and
     ``id_col``. The error names up to ``max_names`` leaked patients, then a count. Returns
-    ``{"n_checked", "n_matched"}``: a check that matched nothing may mean the names do not correspond.
+    ``{"n_checked", "n_matched"}`` (with ``duplicates`` also ``n_duplicate_pairs`` and
+    ``n_with_copies_in_split``): a check that matched nothing may mean the names do not correspond.
     """
     if kind not in ("file", "id"):
         raise ConfigError(f"kind {kind!r} must be 'file' (training items are image files) or 'id' (patients)")
@@ -256,8 +303,10 @@ def check_no_leak(train: Iterable[Any], split_file: str | os.PathLike | Splits, 
     where = splits.meta.get("csv", "(in memory)") if isinstance(split_file, Splits) else split_file
     index = _file_index(splits)
     split_of_group = {g: splits.assignment[f] for f, g in splits.group_ids.items()}
+    pairs = None if duplicates is None else list(duplicates)
+    groups, members = _copies_in_split(pairs or [], index)
     leaks: dict[str, list[str]] = {}
-    n_checked = n_matched = 0
+    n_checked = n_matched = n_copies = 0
     for item in train:
         n_checked += 1
         file, pid = _train_keys(item, kind, file_col, id_col)
@@ -270,9 +319,24 @@ def check_no_leak(train: Iterable[Any], split_file: str | os.PathLike | Splits, 
         for gid in gids:
             if split_of_group[gid] in protected:
                 leaks.setdefault(gid, []).append(file or pid)
+        names = [n for n in (file, key, Path(file).name if file else None) if n is not None and n in groups.parent]
+        copies = {c for n in names for c in members.get(groups.find(n), []) if c != key}
+        n_copies += bool(copies)
+        for other in sorted(copies):
+            if splits.assignment[other] in protected:
+                leaks.setdefault(splits.group_ids[other], []).append(f"{file} (a copy of {other})")
     if leaks:
         raise DataError(_leak_message(leaks, split_of_group, where, protected, max_names))
-    return {"n_checked": n_checked, "n_matched": n_matched}
+    result = {"n_checked": n_checked, "n_matched": n_matched}
+    if pairs is not None:
+        result.update(n_duplicate_pairs=len(pairs), n_with_copies_in_split=n_copies)
+    return result
+
+
+def crossing_copies(splits: Splits, duplicates: Iterable[tuple[str, str]]) -> int:
+    """Groups of copies (``duplicates``) whose images the split puts in more than one part."""
+    _, members = _copies_in_split(duplicates, _file_index(splits))
+    return sum(len({splits.assignment[f] for f in files}) > 1 for files in members.values())
 
 
 def _leak_message(leaks: Mapping[str, list[str]], split_of_group: Mapping[str, str], where: Any,
@@ -286,6 +350,7 @@ def _leak_message(leaks: Mapping[str, list[str]], split_of_group: Mapping[str, s
         shown.append(f"{gid} ({split_of_group[gid]}; {listed})")
     more = f" and {len(names) - max_names} more" if len(names) > max_names else ""
     n_items = sum(len(v) for v in leaks.values())
-    return (f"{n_items} adapter-training item(s) belong to {len(names)} {'/'.join(protected)} patient(s) of "
+    return (f"{n_items} adapter-training item(s) belong to (or copy images of) {len(names)} "
+            f"{'/'.join(protected)} patient(s) of "
             f"split file {where}: {'; '.join(shown)}{more}. Refusing: an adapter trained on held-out "
             "patients leaks them into the synthetic images. Train the adapter on the train split only.")

@@ -23,7 +23,8 @@ from typing import Any
 from ..core import config as config_mod
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write, save_json
-from ..data.splits import check_no_leak, read_split_file, sidecar_path
+from ..data import duplicates as dup
+from ..data.splits import check_no_leak, crossing_copies, read_split_file, sidecar_path
 from .chart import save_chart
 from .classifier import ClassifierSpec, load_classifier
 from .predictions import parse_threshold
@@ -58,6 +59,7 @@ class DownstreamOptions:
     level: float = 0.95
     overrides: list[str] = field(default_factory=list)
     overwrite: bool = False
+    duplicates: str | None = None  # duplicates.csv (default: beside data.tones, else <dataset>_audit/; "none")
 
 
 def seed_list(seeds: int | list[int] | str) -> list[int]:
@@ -94,14 +96,27 @@ def _adapter_folder(opts: DownstreamOptions) -> Path:
     return folder
 
 
-def _leak_check(saved, splits, split_path: str) -> dict[str, Any]:
-    """Refuse an adapter trained on val/test patients; record what was checked."""
+def _leak_check(saved, splits, opts: DownstreamOptions) -> dict[str, Any]:
+    """Refuse an adapter trained on val/test patients, or on copies of their images; record what was checked.
+
+    The adapter's training rows are read as its saved config reads them, whatever part of its own split file
+    it used. A check that finds none of them in the split proves nothing and is an error.
+    """
     id_col = splits.meta.get("id_col", "patient_id")
-    result = check_no_leak(training_rows(saved, id_col), splits, id_col=id_col)
+    rows = training_rows(saved, id_col)
+    pairs, lists = dup.load_all(opts.duplicates, saved.data, dirs=[opts.dataset])
+    result = check_no_leak(rows, splits, id_col=id_col, duplicates=[(p.id_a, p.id_b) for p in pairs])
     if result["n_matched"] == 0:
-        log.warning("none of the adapter's %d training images is in split file %s: it was trained on another "
-                    "dataset (no leak possible) or its file names differ", result["n_checked"], split_path)
-    return {**result, "adapter_training_data": saved.data.dir, "id_col": id_col, "refused": False}
+        part = (f", part {saved.data.split_part!r} of its split file {saved.data.split_file}"
+                if saved.data.split_file else "")
+        raise DataError(f"none of the adapter's {result['n_checked']} training images (data.dir {saved.data.dir}"
+                        f"{part}; e.g. {', '.join(r['file'] for r in rows[:3])}) is in split file {opts.split} "
+                        f"(e.g. {', '.join(list(splits.assignment)[:3])}), by file name or {id_col}: the check "
+                        "cannot tell whether it saw held-out patients. Pass the adapter trained on this "
+                        "dataset's split (data.split_file, train part), or write the split from its data")
+    crossing = crossing_copies(splits, [(p.id_a, p.id_b) for p in pairs])
+    return {**result, "adapter_training_data": saved.data.dir, "id_col": id_col, "refused": False,
+            "duplicates": {**lists, "copies_crossing_split": crossing}}
 
 
 def _read(opts: DownstreamOptions, cfg, splits) -> tuple[list, list, str, str]:
@@ -144,7 +159,7 @@ def downstream(opts: DownstreamOptions) -> dict[str, Any]:
     saved = config_mod.load_saved(adapter)
     cfg = config_mod.with_overrides(saved, opts.overrides)
     splits = read_split_file(opts.split)
-    leak = _leak_check(saved, splits, opts.split)
+    leak = _leak_check(saved, splits, opts)
     real, synthetic, label_col, tone_col = _read(opts, cfg, splits)
     task = _task(opts, cfg, real, label_col, tone_col)
     out = _out_dir(opts)
@@ -169,6 +184,11 @@ def _result(opts, info, spec, task, seeds, splits, leak, real, synthetic, per_se
     warnings = []
     if len(seeds) < 3:
         warnings.append(f"only {len(seeds)} seed(s): use at least 3 to see the spread from training randomness")
+    crossing = leak["duplicates"]["copies_crossing_split"]
+    if crossing:
+        warnings.append(f"{crossing} group(s) of copies of one image ({leak['duplicates']['file'] or 'listed'}) lie "
+                        "in more than one part of the split: the classifier is tested on copies of its training "
+                        "images; write the split again with `dermdiff-lora split --duplicates`")
     if info.get("random_weights"):
         warnings.append("the classifier's model has random weights (a test model): its figures mean nothing")
     threshold = {"rule": "argmax of scores (multi-class)"} if not task.binary else {
@@ -205,8 +225,16 @@ def describe(result: dict[str, Any]) -> list[str]:
              f"Split file: {split['path']} (sha256 {split['sha256']})",
              f"Images: train {n['train']['real_only']} real + {n['synthetic']} synthetic, val {n['val']}, "
              f"test {n['test']}; adapter checked: {result['inputs']['adapter']} "
-             f"({result['leak_check']['n_matched']} of its training images found in the split, none held out)"]
+             f"({result['leak_check']['n_matched']} of its training images found in the split, none held out"
+             f"{_copies_checked(result['leak_check'])})"]
     return lines + [f"WARNING: {w}" for w in result["warnings"]]
+
+
+def _copies_checked(leak: dict[str, Any]) -> str:
+    """', no copy of a held-out image (N pairs of copies checked)' where a duplicates list was read."""
+    pairs = leak.get("n_duplicate_pairs")
+    return f", none a copy of a held-out image ({pairs} pairs of copies checked)" if pairs else \
+        ", no list of copies read (run `dermdiff-lora audit`)"
 
 
 def result_text(result: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..core.errors import ConfigError, DataError
 from ..core.prompts import PromptBuilder, from_config, normalize_value
+from ..data import duplicates as dup
 from ..data.dataset import index_dataset, pick_file_column, read_metadata
 from ..data.splits import Splits, make_splits, read_split_file, write_split_file
 from ..eval.inputs import is_synthetic
@@ -105,11 +106,9 @@ def read_synthetic(data_cfg, value_maps, label_col: str, tone_col: str, folder: 
 
 
 def training_rows(cfg, id_col: str) -> list[dict[str, Any]]:
-    """The adapter's training images as ``{"file", id_col}`` rows, read as its saved config reads them.
-
-    Where the saved config names a split file of its own (``data.split_file``), only that file's train
-    rows count as training images.
-    """
+    """The adapter's training images as ``{"file", id_col}`` rows, read as its saved config reads them: with
+    a split file of its own (``data.split_file``), the rows of the part it trained on (``data.split_part``),
+    whichever part that was."""
     folder = cfg.data.dir
     if not folder or not Path(folder).is_dir():
         raise DataError(f"the adapter's saved config names training folder {folder!r}, which does not exist "
@@ -117,12 +116,7 @@ def training_rows(cfg, id_col: str) -> list[dict[str, Any]]:
                         "back where the adapter was trained from (the check refuses to guess)")
     index = index_dataset(cfg.data, from_config(cfg.prompts))
     file_col = pick_file_column(list(index.records[0].row), cfg.data.file_column, index.folder)
-    rows = [{"file": str(r.row[file_col]), id_col: r.row.get(id_col)} for r in index.records]
-    own = getattr(cfg.data, "split_file", None)
-    if own:
-        theirs = read_split_file(own)
-        rows = [r for r in rows if theirs.assignment.get(r["file"]) == "train"]
-    return rows
+    return [{"file": str(r.row[file_col]), id_col: r.row.get(id_col)} for r in index.records]
 
 
 def pick_id_column(columns: Sequence[str], wanted: str, source: Path) -> str:
@@ -138,10 +132,13 @@ def pick_id_column(columns: Sequence[str], wanted: str, source: Path) -> str:
 def split_dataset(dataset: str | os.PathLike, out: str | os.PathLike, *, id_column: str = "auto",
                   diagnosis_column: str = "benign_malignant", tone_column: str = "skin_tone",
                   file_column: str = "auto", fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                  seed: int = 0) -> dict[str, Any]:
-    """Write a patient-level split of a dataset folder's metadata, stratified by diagnosis x tone.
+                  seed: int = 0, duplicates: str | None = None) -> dict[str, Any]:
+    """Write a patient-level split of a dataset folder's metadata, stratified by diagnosis x tone, every
+    group of copies of one image on one side.
 
-    Files are keyed by the metadata's file column (as ``downstream`` reads them). Returns the sidecar.
+    Files are keyed by the metadata's file column (as ``downstream`` reads them). ``duplicates``: a
+    ``duplicates.csv`` (``"none"``: none; default: ``<dataset>_audit/duplicates.csv`` when the audit wrote
+    one). Returns the sidecar.
     """
     rows, source = read_metadata(dataset)
     columns = list(rows[0])
@@ -153,8 +150,11 @@ def split_dataset(dataset: str | os.PathLike, out: str | os.PathLike, *, id_colu
         raise DataError(f"{source} has no column {', '.join(map(repr, absent))} to stratify by (columns: "
                         f"{', '.join(columns)}); pass --diagnosis-column / --tone-column")
     keyed = [{**r, **{c: normalize_value(r.get(c)) for c in strata}} for r in rows]
+    found = dup.locate(duplicates, dirs=[str(dataset)])
+    pairs = [(p.id_a, p.id_b) for p in dup.read_csv(found)] if found else []
     splits = make_splits(keyed, id_col=id_col, strata_cols=strata, file_col=file_col,
-                         fractions=fractions, seed=seed)
+                         fractions=fractions, seed=seed, duplicates=pairs)
+    splits.meta["duplicates"]["file"] = str(found) if found else None
     path = write_split_file(out, splits)
     meta = read_split_file(path).meta
     return {**meta, "path": str(path), "dataset": str(dataset)}

@@ -18,7 +18,8 @@ from ..core import config as config_mod
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
 from ..core.prompts import PromptBuilder, from_config
-from . import inputs
+from ..data import duplicates as dup
+from . import inputs, leakage
 from .memorization import save_pairs_png
 from .report import closest_pairs, evaluate_sets, format_table, save_chart
 
@@ -43,6 +44,7 @@ class EvaluateOptions:
     tone_column: str | None = None
     base_only: bool = False  # render from the adapter's base without the adapter ("before" images)
     memorisation: bool = True
+    duplicates: str | None = None  # duplicates.csv (default: beside the run's data.tones, else <data.dir>_audit/)
     overrides: list[str] = field(default_factory=list)  # key=value on top of the saved config
     overwrite: bool = False
 
@@ -87,8 +89,14 @@ def evaluate(opts: EvaluateOptions) -> dict:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    pairs, lists = dup.load_all(opts.duplicates, cfg.data) if train is not None else ([], None)
     result = evaluate_sets(real, generated, train, extractor=opts.extractor, model_id=opts.model_id,
-                           device=device, seed=opts.seed, **_tone_args(builder, opts.tone_column))
+                           device=device, seed=opts.seed, duplicates=[(p.id_a, p.id_b) for p in pairs],
+                           **_tone_args(builder, opts.tone_column))
+    if train is not None:
+        result["memorisation"]["leakage"]["lists"] = lists
+        if leakage.warning(result["memorisation"]["leakage"]):
+            log.warning(leakage.warning(result["memorisation"]["leakage"]))
     result["inputs"] = {"real": str(opts.real or f"{cfg.data.split_file} (test part)"), "generated": opts.generated or str(out / "generated"),
                         "adapter": opts.adapter or source, "base_only": opts.base_only, "train": cfg.data.dir if train is not None else None,
                         "columns": columns, "template": builder.template}

@@ -37,7 +37,7 @@ def dataset_items(data_cfg, builder: PromptBuilder, columns: list[str], *, synth
             continue
         group = next((str(record.row[c]) for c in group_columns if record.row.get(c) not in (None, "")), None)
         cell = tuple(builder.word(c, record.row[c]) for c in columns)
-        items.append(EvalItem(record.path, cell, group=group, image_id=str(record.path.resolve())))
+        items.append(EvalItem(record.path, cell, group=group, image_id=str(record.path.resolve()), key=record.key))
     return items
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import ConfigError, DataError
+from ..data.duplicates import NEAR_CUTOFF, NEAR_PIXELS
+from . import leakage
 from .diversity import MAX_PAIRS, common_size, mean_ms_ssim, ms_ssim_scales
 from .features import TINY_SEED, ExtractorInfo, FeatureExtractor, extract, load_extractor
 from .fid import KID_SUBSETS, cell_figures, cell_name
@@ -37,14 +39,15 @@ from .tone_stats import tone_stats
 @dataclass
 class EvalItem:
     """One image of a set: the image or its path, its cell (e.g. ("malignant", "darker")), its patient
-    group (patient id, else lesion id; for memorisation), a known ITA, and an optional id (for
-    ``duplicates`` and the closest-pair listing)."""
+    group (patient id, else lesion id; for memorisation), a known ITA, an optional id (for ``duplicates``
+    and the closest-pair listing) and ``key``, the metadata's file value (the ids of ``duplicates.csv``)."""
 
     image: Image.Image | str | os.PathLike
     cell: tuple[str, ...]
     group: str | None = None
     ita: float | None = None
     image_id: str | None = None
+    key: str | None = None
 
 
 def load_images(items: Sequence[EvalItem]) -> list[Image.Image]:
@@ -80,8 +83,8 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
                   model_id: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 32,
                   seed: int = 0, kid_subset_size: int | None = None, kid_subsets: int = KID_SUBSETS,
                   ms_ssim_size: int | None = None, ms_ssim_max_pairs: int = MAX_PAIRS,
-                  duplicates: Iterable[tuple[str, str] | str] = (), top_k: int = TOP_K,
-                  percentile: float = PERCENTILE, estimate: Callable[[Image.Image], object] | None = None,
+                  duplicates: Iterable[tuple[str, str] | str] = (), find_copies: bool = True,
+                  near_cutoff: int = NEAR_CUTOFF, top_k: int = TOP_K, percentile: float = PERCENTILE, estimate: Callable[[Image.Image], object] | None = None,
                   categorize: Callable[[float], str] | None = None,
                   prompted_group: Callable[[Hashable], str | None] | None = None) -> dict:
     """FID/KID (``fid.cell_figures``), MS-SSIM of each side, tone statistics (where ITAs are known or
@@ -90,7 +93,11 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
     ``real`` are held-out real images (never trained on): FID/KID reference and memorisation threshold.
     ``estimate(image)`` gives an ITA (a float, None, or an object with ``.ita``) for items without one;
     ``categorize(ita)`` a tone group; ``prompted_group(cell)`` the cell's prompted group (default: last
-    element). ``duplicates``: (real id, train id) pairs, or single ids, kept out of the threshold.
+    element). Held-out real images that are copies of training images are left out of the memorisation
+    threshold and reported under ``memorisation.leakage``: those a pair of ``duplicates`` (ids or keys, in
+    either order, through groups of copies) joins to a training image, and (``find_copies``) those the
+    duplicate finder pairs with one (exact, mirrored, or pHash within ``near_cutoff`` bits). A single id in
+    ``duplicates`` is never matched.
     """
     _check_sets(real, generated, train)
     module, info = load_extractor(extractor, model_id, device)
@@ -106,7 +113,7 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
     if train is not None:
         result["memorisation"] = _add_memorisation(
             result, module, (real, real_images), (generated, gen_images), train, batch_size=batch_size,
-            duplicates=duplicates, top_k=top_k, percentile=percentile)
+            duplicates=list(duplicates), copies=(find_copies, near_cutoff), top_k=top_k, percentile=percentile)
     return jsonable(result)
 
 
@@ -167,15 +174,22 @@ def _add_tone(result: dict, real: tuple, generated: tuple, estimate: Callable | 
 
 
 def _add_memorisation(result: dict, module: FeatureExtractor, real: tuple, generated: tuple,
-                      train: Sequence[EvalItem], *, batch_size: int, duplicates: Iterable, top_k: int,
-                      percentile: float) -> dict:
-    """Threshold from the held-out real images, then per-cell summaries of the generated images."""
+                      train: Sequence[EvalItem], *, batch_size: int, duplicates: list, copies: tuple[bool, int],
+                      top_k: int, percentile: float) -> dict:
+    """Threshold from the held-out real images (copies of training images left out), then per-cell summaries
+    of the generated images."""
     train_images = load_images(train)
     train_f = extract(module, train_images, batch_size)
     real_f, real_ff = features_with_flip(module, real[1], batch_size)
     exclude = exclusion_mask([it.group for it in real[0]], [it.group for it in train],
                              [it.image_id for it in real[0]], [it.image_id for it in train], duplicates)
+    found = leakage.found_leaks(real[1], train_images, copies[1]) if copies[0] else []
+    leaks = leakage.best_per_image([*leakage.listed_leaks(real[0], train, [d for d in duplicates
+                                                                          if isinstance(d, tuple)]), *found])
+    exclude[sorted(leaks), :] = True
     info = heldout_threshold(real_f, real_ff, train_f, exclude, percentile)
+    leaked = leakage.report(leaks, real[0], train, (real_f, real_ff), train_f, info["threshold"])
+    leaked["finder"] = {"near_cutoff_bits": copies[1], "near_pixels": NEAR_PIXELS} if copies[0] else None
     matches = nearest(*features_with_flip(module, generated[1], batch_size), train_f)
     add_ssim(matches, generated[1], train_images, SSIM_SIZE)
     summary = summarise(matches, [it.cell for it in generated[0]], info["threshold"], top_k)
@@ -186,7 +200,7 @@ def _add_memorisation(result: dict, module: FeatureExtractor, real: tuple, gener
     for name, cell_summary in summary["cells"].items():
         result["cells"][name]["memorisation"] = cell_summary
     result["overall"]["memorisation"] = summary["overall"]
-    return {**info, "n_train": len(train), "ssim_size": SSIM_SIZE, "flip_checked": True}
+    return {**info, "n_train": len(train), "ssim_size": SSIM_SIZE, "flip_checked": True, "leakage": leaked}
 
 
 def closest_pairs(result: dict, generated: Sequence[EvalItem], train: Sequence[EvalItem],

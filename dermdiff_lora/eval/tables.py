@@ -6,6 +6,7 @@ import os
 
 from ..core.errors import ConfigError
 from ..core.fsutil import atomic_save
+from . import leakage
 from .fid import FID_MIN_IMAGES
 
 COLUMNS = (("cell", 24), ("n real", 7), ("n gen", 7), ("FID", 11), ("KID x1e3", 16),
@@ -74,6 +75,9 @@ def format_table(result: dict) -> str:
         thr = _num(memo["threshold"], ".4f")
         lines.append(f"memorised: generated images whose nearest training image (or its mirror) has cosine > "
                      f"{thr}, the {memo['percentile']:g}th percentile over {memo['n_heldout_used']} held-out images")
+        leaked = leakage.warning(memo.get("leakage") or {})
+        if leaked:
+            lines.append(f"WARNING: {leaked}")
     return "\n".join(lines)
 
 

@@ -20,8 +20,9 @@ from ..core.fsutil import atomic_path, atomic_write
 from ..core.hubio import is_hub_id
 from ..core.progress import progress as progress_bar
 from ..data import dataset as data
+from ..data import duplicates as dup
 from ..data.sources import load_table
-from ..data.tables import InTable, open_image
+from ..data.tables import open_image
 from .skintone import STRATEGIES, WORKING_SIDE, GrayscaleError, ToneEstimate, estimate_ita, get_scheme
 
 FILE_COLUMNS = ("file_name", "image_name")
@@ -103,6 +104,12 @@ class AuditResult:
         ratio = "n/a (no images)" if self.imbalance_ratio is None else f"{self.imbalance_ratio:.2f}"
         text.append(f"imbalance ratio (largest / smallest non-empty group): {ratio}")
         text.append(f"empty groups: {', '.join(self.empty_groups) or 'none'}")
+        if self.settings.get("duplicates"):
+            d = self.settings["duplicates"]
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(d["by_kind"].items())) or "none"
+            text.append(f"duplicates: {d['pairs']} pair(s) ({kinds}) in {d['groups']} group(s) of "
+                        f"{d['images_in_groups']} images (near: pHash <= {d['near_cutoff_bits']} of 64 bits and "
+                        f"thumbnails within {d['near_pixels']} levels)")
         return "\n".join(text)
 
     def to_json(self) -> str:
@@ -121,10 +128,21 @@ class AuditResult:
         )
 
 
-def _estimate_one(job: tuple[object, str, str, object]) -> dict:
-    ref, name, strategy, scheme = job
+def _open(ref) -> object:
+    """The image as the ITA estimate reads it (a JPEG decoded at reduced scale, at least WORKING_SIDE)."""
     try:
-        image = open_image(ref, WORKING_SIDE, cover=False) if isinstance(ref, InTable) else str(ref)
+        return open_image(ref, WORKING_SIDE, cover=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {ref}: {exc}; check that the file exists and is a complete "
+                        "image") from exc
+
+
+def _estimate_one(job: tuple[object, str, str, object]) -> dict:
+    """The tone row of one image, with its duplicate fingerprint under ``"fingerprint"``."""
+    ref, name, strategy, scheme = job
+    image = _open(ref)
+    fingerprint = dup.fingerprint(image)
+    try:
         est = estimate_ita(image, strategy, scheme)
     except GrayscaleError as exc:
         est = ToneEstimate(
@@ -139,6 +157,7 @@ def _estimate_one(job: tuple[object, str, str, object]) -> dict:
         "skin_fraction": round(est.skin_fraction, 4),
         "lesion_fraction": round(est.lesion_fraction, 4),
         "undetermined_reason": est.undetermined_reason,
+        "fingerprint": fingerprint,
     }
 
 
@@ -238,6 +257,17 @@ def _write_rows(rows: list[dict], path: Path) -> None:
         writer.writerows({k: "" if r[k] is None else r[k] for k in TONE_FIELDS} for r in rows)
 
 
+def _write_duplicates(results: list[dict], keys: list[str], data_cfg: DataConfig, path: Path) -> dict:
+    """Copies among the audited images (each row's fingerprint taken out of it), merged with the preset's
+    own list, written to ``path``; returns their summary."""
+    pairs = dup.find_duplicates(keys, [r.pop("fingerprint") for r in results])
+    known = dup.known_list_path(data_cfg)
+    if known is not None:
+        pairs = dup.merge(pairs, dup.read_known_list(known))
+    dup.write_csv(path, pairs)
+    return {**dup.summary(pairs), "file": str(path), "preset_list": str(known) if known else None}
+
+
 def _output_path(base: Path, out_path: str | os.PathLike | None, inputs: list[Path]) -> Path:
     out = Path(f"{base.resolve()}_audit") / "tones.csv" if out_path is None else Path(out_path).resolve()
     if out.suffix not in (".csv", ".jsonl"):
@@ -299,6 +329,7 @@ def audit_dataset(
     results = list(_estimate_all(jobs, workers, progress))
     for result, row in zip(results, table.rows):
         result["diagnosis"] = row[diag_col] or "(missing)"
+    duplicates = _write_duplicates(results, table.keys, data_cfg, out.parent / dup.FILE_NAME)
     tones = list(reversed(tone_scheme.names))
     if any(r["category"] is None for r in results):
         tones.append(UNDETERMINED)
@@ -307,12 +338,13 @@ def audit_dataset(
                 "source": table.origin, "file_column": table.file_column, "diagnosis_column": diag_col,
                 "strategy": strategy, "scheme": tone_scheme.name, "scheme_boundaries": list(tone_scheme.boundaries),
                 "images": len(results), "undetermined": sum(r["ita"] is None for r in results),
-                "left_out": dict(table.left_out)}
+                "left_out": dict(table.left_out), "duplicates": duplicates}
     audit = AuditResult(results, table_counts, tones, diagnoses, ratio, empty, settings)
     audit.paths = {
         "tones": out,
         "chart": out.with_name(f"{out.stem}_chart.png"),
         "summary": out.with_name(f"{out.stem}_summary.json"),
+        "duplicates": out.parent / dup.FILE_NAME,
     }
     _write_rows(results, out)
     save_chart(audit, audit.paths["chart"])

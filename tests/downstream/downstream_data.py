@@ -81,3 +81,39 @@ def fake_rebalance(src: Path, dst: Path, n: int) -> Path:
         out.append({**r, "image_name": name, "patient_id": "", "synthetic": "true"})
     write_rows(dst, out)
     return dst
+
+
+def lesion_photo(rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """A textured skin-coloured photo with an off-centre dark blob and a bar (no symmetry)."""
+    from PIL import ImageDraw
+
+    skin = np.array([205, 155, 125]) + rng.integers(-30, 30, 3)
+    image = Image.fromarray(np.clip(skin + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    cx, cy = rng.uniform(0.3, 0.7, 2) * size
+    rx, ry = rng.uniform(0.1, 0.3, 2) * size
+    draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=tuple(int(c) for c in rng.integers(30, 110, 3)))
+    x = rng.uniform(0, size * 0.6)
+    draw.rectangle([x, 0, x + size * 0.12, size * 0.25], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return image
+
+
+def with_copies(folder: Path, n: int = 40, seed: int = 0) -> tuple[Path, dict[str, str]]:
+    """An imagefolder of ``n`` distinct photos (two per patient), then copies of three of them filed under
+    new patients: exact, mirrored and re-saved with faint noise. Returns it and {copy: original}."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, images = [], []
+    for i in range(n):
+        images.append(lesion_photo(rng))
+        images[-1].save(folder / f"IMG_{i:04d}.png")
+        rows.append({"image_name": f"IMG_{i:04d}", "patient_id": f"P{i // 2}",
+                     "benign_malignant": ("benign", "malignant")[i % 2], "skin_tone": str((i // 2) % 3)})
+    noise = np.clip(np.asarray(images[4], dtype=float) + rng.normal(0, 2, (64, 64, 3)), 0, 255)
+    copies = {"COPY_exact": (0, images[0]), "COPY_mirror": (2, images[2].transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+              "COPY_near": (4, Image.fromarray(noise.round().astype(np.uint8)))}  # of three patients
+    for k, (name, (i, image)) in enumerate(copies.items()):
+        image.save(folder / f"{name}.png")
+        rows.append({**rows[i], "image_name": name, "patient_id": f"Q{k}"})
+    write_rows(folder, rows)
+    return folder, {name: f"IMG_{i:04d}" for name, (i, _) in copies.items()}

@@ -91,3 +91,23 @@ def test_fairness_reads_multiclass_predictions_and_refuses_bad_thresholds(tmp_pa
     assert err.startswith("error:") and "'youden'" in err and "Traceback" not in err
     assert app.main(["fairness", str(tmp_path / "t.csv"), "--threshold", "youden"]) == 1
     assert "val" in capsys.readouterr().err
+
+
+def test_audit_then_split_keeps_copies_under_other_patients_on_one_side(tmp_path, capsys):
+    from downstream_data import with_copies
+
+    ds, copies = with_copies(tmp_path / "ds")
+    assert app.main(["audit", str(ds), "--workers", "1"]) == 0  # writes ds_audit/duplicates.csv
+    capsys.readouterr()
+    out = tmp_path / "split.csv"
+    assert app.main(["split", str(ds), "--out", str(out), "--seed", "1", "--fractions", "0.5,0.25,0.25"]) == 0
+    printed = capsys.readouterr().out
+    splits = read_split_file(out)
+    assert all(splits.assignment[c] == splits.assignment[o] for c, o in copies.items())
+    assert splits.meta["duplicates"]["file"] == str(tmp_path / "ds_audit" / "duplicates.csv")
+    assert splits.meta["duplicates"]["patient_groups_merged"] == 6 and splits.meta["duplicates"]["merged_into"] == 3
+    assert "merged 6 patient_id groups into 3" in printed
+    assert app.main(["split", str(ds), "--out", str(out), "--seed", "1", "--fractions", "0.5,0.25,0.25",
+                     "--duplicates", "none"]) == 0
+    assert "duplicates: none read" in capsys.readouterr().out
+    assert any(read_split_file(out).assignment[c] != read_split_file(out).assignment[o] for c, o in copies.items())

@@ -167,3 +167,62 @@ def test_card_shows_the_downstream_table(binary, trained_lora, tmp_path):
     card = build_card(trained_lora, downstream=out / "downstream.json")
     assert "## Downstream fairness" in card and "real + synthetic" in card and "Split file:" in card
     assert "## Downstream fairness" not in build_card(trained_lora)
+
+
+def _opts(setup, out, adapter, **kwargs):
+    return DownstreamOptions(dataset=str(setup["ds"]), split=str(setup["split"]), synthetic=str(setup["synthetic"]),
+                             out=str(out), adapter=str(adapter), classifier=TINY, seeds=[0], threshold="0.5",
+                             n_boot=0, **kwargs)
+
+
+def _in(setup, part):
+    return sorted(f for f, s in setup["assignment"].items() if s == part)
+
+
+def test_adapter_trained_on_the_test_part_of_a_split_file_is_refused_and_the_train_part_checked(binary, tmp_path):
+    setup = binary[0]
+    rows = {r["image_name"]: r for r in read_rows(setup["ds"])}
+    on_test = saved_adapter(tmp_path / "on_test", setup["ds"], f"data.split_file={setup['split']}",
+                            "data.split_part=test")
+    with pytest.raises(DataError, match="Refusing") as err:
+        downstream(_opts(setup, tmp_path / "o", on_test))
+    assert all(rows[f]["patient_id"] in str(err.value) for f in _in(setup, "test")[:3])
+    on_train = saved_adapter(tmp_path / "on_train", setup["ds"], f"data.split_file={setup['split']}",
+                             "data.split_part=train")
+    copies = tmp_path / "copies.csv"  # a val image and a test image are copies: the split lets them cross
+    copies.write_text(f"id_a,id_b,kind,distance\n{_in(setup, 'val')[0]},{_in(setup, 'test')[0]},exact,0\n")
+    result = downstream(_opts(setup, tmp_path / "o", on_train, duplicates=str(copies)))
+    leak = result["leak_check"]
+    assert leak["n_checked"] == leak["n_matched"] == len(_in(setup, "train"))
+    assert leak["n_duplicate_pairs"] == 1 and leak["duplicates"]["copies_crossing_split"] == 1
+    assert any("1 group(s) of copies" in w for w in result["warnings"])
+    assert "1 pairs of copies checked" in (tmp_path / "o" / "downstream.txt").read_text()
+
+
+def test_a_check_that_matches_no_training_image_is_an_error_naming_why(binary, tmp_path):
+    setup = binary[0]
+    other = subset(setup["train"], tmp_path / "other", lambda r: True)
+    rows = read_rows(other)
+    for r in rows:
+        (other / f"{r['image_name']}.png").rename(other / f"OTHER_{r['image_name']}.png")
+        r["image_name"], r["patient_id"] = f"OTHER_{r['image_name']}", f"X{r['patient_id']}"
+    write_rows(other, rows)
+    with pytest.raises(DataError, match=f"none of the adapter's {len(rows)} training images .*OTHER_IMG") as err:
+        downstream(_opts(setup, tmp_path / "o", saved_adapter(tmp_path / "a", other)))
+    assert str(setup["split"]) in str(err.value) and not (tmp_path / "o" / "downstream.json").exists()
+
+
+def test_an_adapter_trained_on_a_copy_of_a_test_image_is_refused_when_the_copy_is_listed(binary, tmp_path):
+    setup = binary[0]
+    victim = _in(setup, "test")[0]
+    victim_patient = next(r["patient_id"] for r in read_rows(setup["ds"]) if r["image_name"] == victim)
+    train = subset(setup["train"], tmp_path / "train", lambda r: True)
+    (train / "RENAMED.png").write_bytes((setup["ds"] / f"{victim}.png").read_bytes())
+    write_rows(train, read_rows(train) + [{**read_rows(train)[0], "image_name": "RENAMED", "patient_id": "NEW"}])
+    adapter = saved_adapter(tmp_path / "a", train)
+    copies = tmp_path / "copies.csv"
+    copies.write_text(f"id_a,id_b,kind,distance\n{victim},RENAMED,exact,0\n")
+    with pytest.raises(DataError, match=f"{victim_patient} \\(test; RENAMED \\(a copy of {victim}\\)\\)"):
+        downstream(_opts(setup, tmp_path / "o", adapter, duplicates=str(copies)))
+    unlisted = downstream(_opts(setup, tmp_path / "o", adapter, duplicates="none"))  # what the list guards
+    assert unlisted["leak_check"]["duplicates"]["file"] is None

@@ -183,3 +183,34 @@ def test_leak_message_names_up_to_n_then_counts(split_file):
     with pytest.raises(DataError, match=f"and {len(held_out) - 5} more") as err:
         check_no_leak(held_out, path, kind="id", max_names=5)
     assert str(err.value).count(" (val;") + str(err.value).count(" (test;") == 5
+
+
+def test_copies_of_one_image_under_other_patients_land_on_one_side():
+    """Chains of copies across patients (a1~b1, b1~c2, and copies of rows without id): every group of copies
+    on one side, and the merge counted. Without the pairs, the same seeds put some copies apart."""
+    rows = _rows(90, seed=4, no_id_every=9)
+    files = [r["file"] for r in rows]
+    rng = np.random.default_rng(0)
+    pairs = [(files[i], files[j]) for i, j in rng.integers(0, len(files), (25, 2)) if i != j]
+    pairs += [("img0_0.jpg", "not_in_the_data.jpg")]
+    apart = 0
+    for seed in range(6):
+        splits = make_splits(rows, id_col="patient", strata_cols=["dx", "tone"], seed=seed, duplicates=pairs)
+        assert all(splits.assignment[a] == splits.assignment[b] for a, b in pairs[:-1])
+        assert all(len(s) == 1 for s in _split_of_patient(rows, splits.assignment).values())
+        plain = make_splits(rows, id_col="patient", strata_cols=["dx", "tone"], seed=seed)
+        apart += sum(plain.assignment[a] != plain.assignment[b] for a, b in pairs[:-1])
+    assert apart > 0
+    group_of = {r["file"]: r["patient"] or f"file:{r['file']}" for r in rows}
+    joined = {}  # the answer key: patient groups joined through the pairs, by hand
+    for a, b in pairs[:-1]:
+        ga, gb = joined.get(group_of[a], {group_of[a]}), joined.get(group_of[b], {group_of[b]})
+        for g in ga | gb:
+            joined[g] = ga | gb
+    merged = {frozenset(s) for s in joined.values() if len(s) > 1}
+    assert splits.meta["duplicates"] == {"pairs": len(pairs), "pairs_in_data": len(pairs) - 1,
+                                         "patient_groups_merged": sum(len(s) for s in merged),
+                                         "merged_into": len(merged),
+                                         "units": splits.meta["n_groups"] - sum(len(s) - 1 for s in merged)}
+    assert make_splits(rows, id_col="patient", seed=3, duplicates=[]).assignment == \
+        make_splits(rows, id_col="patient", seed=3).assignment  # no pairs: the split as before

@@ -3,10 +3,12 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from dermdiff_lora.core.config import DataConfig
 from dermdiff_lora.core.errors import DataError
 from dermdiff_lora.tone.audit import audit_dataset
 from dermdiff_lora.tone.synthetic import TONE_GROUPS, make_dataset
@@ -112,3 +114,50 @@ def test_bad_inputs_are_named(dataset, tmp_path):
     (broken / f"{first}.png").unlink()
     with pytest.raises(DataError, match=f"not in .*{first}"):
         audit_dataset(broken, tmp_path / "b.csv", progress=False)
+
+
+def test_audit_writes_the_copies_it_finds_beside_the_tones(dataset, tmp_path):
+    """Two images filed again under other names (one as is, one mirrored): duplicates.csv pairs them, and
+    only them."""
+    planted = tmp_path / "planted"
+    shutil.copytree(dataset, planted)
+    rows = _metadata(planted)
+    a, b = rows[0]["image_name"], rows[5]["image_name"]
+    shutil.copy(planted / f"{a}.png", planted / "COPY_A.png")
+    with Image.open(planted / f"{b}.png") as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(planted / "COPY_B.png")
+    rows += [{**rows[0], "image_name": "COPY_A", "patient_id": "P_other"},
+             {**rows[5], "image_name": "COPY_B", "patient_id": "P_other2"}]
+    with open(planted / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = audit_dataset(planted, tmp_path / "out" / "tones.csv", workers=2, progress=False)
+    path = tmp_path / "out" / "duplicates.csv"
+    assert result.paths["duplicates"] == path
+    with open(path, newline="") as fh:
+        found = list(csv.DictReader(fh))
+    assert [(r["id_a"], r["id_b"], r["kind"], r["distance"]) for r in found] == [
+        (a, "COPY_A", "exact", "0"), (b, "COPY_B", "mirror", "0")]
+    assert result.settings["duplicates"]["by_kind"] == {"exact": 1, "mirror": 1}
+    assert "duplicates: 2 pair(s) (exact 1, mirror 1) in 2 group(s) of 4 images" in result.to_text()
+    assert "fingerprint" not in result.rows[0] and "fingerprint" not in (tmp_path / "out" / "tones.csv").read_text()
+
+
+def test_a_presets_own_duplicate_list_joins_the_audits(tmp_path):
+    """ISIC 2020 as downloaded (the fixture's metadata and duplicate list): its listed pairs reach the file."""
+    root = tmp_path / "isic2020"
+    shutil.copytree(Path(__file__).parents[1] / "data" / "fixtures" / "isic2020_archive", root)
+    with open(root / "ISIC_2020_Training_GroundTruth_v2.csv", newline="") as fh:
+        names = [r["image_name"] for r in csv.DictReader(fh)]
+    (root / "train").mkdir()
+    for i, name in enumerate(names):  # distinct pictures, no copies among them
+        fractal = Image.effect_mandelbrot((64, 64), (-2 + 0.1 * i, -1.5, 1 + 0.07 * i, 1.5), 40 + 7 * i)
+        Image.merge("RGB", (fractal, fractal.rotate(90), fractal.transpose(Image.Transpose.FLIP_TOP_BOTTOM))
+                    ).save(root / "train" / f"{name}.jpg")
+    result = audit_dataset(None, tmp_path / "out" / "tones.csv", progress=False,
+                           data_cfg=DataConfig(dir=str(root), preset="isic2020"))
+    with open(tmp_path / "out" / "duplicates.csv", newline="") as fh:
+        found = [(r["id_a"], r["id_b"], r["kind"], r["distance"]) for r in csv.DictReader(fh)]
+    assert found == [("ISIC_2637011", "ISIC_0074268", "listed", ""), ("ISIC_0149568", "ISIC_0188432", "listed", "")]
+    assert result.settings["duplicates"]["preset_list"].endswith("ISIC_2020_Training_Duplicates.csv")
