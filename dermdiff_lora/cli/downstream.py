@@ -20,7 +20,11 @@ def register(sub) -> None:
     p.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test (default 0.7,0.15,0.15)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_split)
+    _register_fairness(sub)
+    _register_downstream(sub)
 
+
+def _register_fairness(sub) -> None:
     p = sub.add_parser("fairness", help="per-skin-tone report (AUC, balanced accuracy, sensitivity, "
                                         "specificity, fairlearn gaps) of any classifier's predictions CSV")
     p.add_argument("predictions", help="CSV: one row per test image with label, score and group columns "
@@ -40,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--id-col", default="file", help="--counterfactual: the image id column of both files")
     p.set_defaults(func=cmd_fairness)
 
+
+def _register_downstream(sub) -> None:
     p = sub.add_parser("downstream", help="train a lesion classifier on real only, real + resampled, real + "
                                           "CIELAB-shifted and real + synthetic images (same split, >= 3 seeds) "
                                           "and compare fairness across skin tones")

@@ -164,6 +164,14 @@ def _summarise(plan: dict, records: list[dict]) -> dict[str, dict]:
     return groups
 
 
+def _report(out: Path, summary: dict, added: int, table, prior: tuple) -> RebalanceReport:
+    """The run's report; ``prior`` = (rows, groups, tone column, all groups, target) for its label_prior."""
+    rows, groups, tone_column, all_groups, target = prior
+    accepted = {k: summary[_label(k)]["accepted"] for k in all_groups}
+    return RebalanceReport(out, summary, added, out / REPORT_FILE, {"left_out": dict(table.left_out), "tone": table.tone},
+                           prior_report(rows, list(groups), tone_column, accepted, target))
+
+
 def _save_synthetic_png(image: Image.Image, path: Path, prompt: str, seed: int) -> None:
     save_png(image.convert("RGB"), path, {"synthetic": "true", "prompt": prompt, "seed": str(seed)})
 
@@ -323,10 +331,6 @@ def rebalance(
         todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
         added = sum(_fill_slot(run, *t) for t in progress_bar(todo, desc="rebalance", unit="img", disable=not progress))
         _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
-        summary = _summarise(plan, records)
-        accepted = {k: summary[_label(k)]["accepted"] for k in all_groups}
-        report = RebalanceReport(out, summary, added, out / REPORT_FILE,
-                                 {"left_out": dict(table.left_out), "tone": table.tone},
-                                 prior_report(rows, list(groups), tone_column, accepted, target))
+        report = _report(out, _summarise(plan, records), added, table, (rows, groups, tone_column, all_groups, target))
         atomic_write(report.path, report.to_json())
         return report
