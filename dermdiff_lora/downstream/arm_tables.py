@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .flips import flip_table
+from .paired import summary
 from .tables import cell, entries, header
 
 _CELL = 22
@@ -57,8 +58,9 @@ def paired_lines(comparison: Mapping[str, Any], arms: Mapping[str, Mapping[str, 
     lower = [comparison["metrics"][m] for m in comparison["lower_is_better"]]
     lines.append(f"  (lower is fairer for {', '.join(lower)}; higher is better for the others)" if lower else
                  "  (higher is better)")
-    lines += [f"Verdict (an arm is called better or worse than {ref} only where its paired interval excludes 0):",
-              *(f"  {line}" for line in comparison["summary"])]
+    verdicts = summary(diffs, comparison["metrics"], {k: a["name"] for k, a in arms.items()})
+    lines += ["Verdict (an arm is called better or worse only where its paired interval excludes 0):",
+              *(f"  {line}" for line in verdicts)]
     return lines
 
 

@@ -144,12 +144,13 @@ def verdict(entry: Mapping[str, Any], lower_is_better: bool) -> str:
 def summary(differences: Mapping[str, Mapping[str, Mapping]], names: Mapping[str, str],
             arm_names: Mapping[str, str]) -> list[str]:
     """One line per arm naming the metrics it is better / worse on; a single line when none differs."""
-    lines = []
+    lines, any_differs = [], False
     for arm, metrics in differences.items():
         better = [names[m] for m, e in metrics.items() if e["verdict"] == "better"]
         worse = [names[m] for m, e in metrics.items() if e["verdict"] == "worse"]
-        if better or worse:
-            lines.append(f"{arm_names.get(arm, arm)}: " + "; ".join(
-                part for part in (f"better than real only on {', '.join(better)}" if better else "",
-                                  f"worse on {', '.join(worse)}" if worse else "") if part))
-    return lines or ["no arm is distinguishable from real only (every paired interval includes 0)"]
+        any_differs |= bool(better or worse)
+        parts = [f"better than real only on {', '.join(better)}" if better else "",
+                 f"worse on {', '.join(worse)}" if worse else ""]
+        lines.append(f"{arm_names.get(arm, arm)}: " + ("; ".join(p for p in parts if p) or
+                                                     "not distinguishable from real only on any metric"))
+    return lines if any_differs else ["no arm is distinguishable from real only (every paired interval includes 0)"]
