@@ -82,3 +82,12 @@ def test_downstream_flips_agree_with_fairness_on_its_own_csv_files(tmp_path, cap
     mine = result["counterfactual"]["real_only"]
     assert {k: c["value"] for k, c in again["cells"].items()} == {k: c["value"] for k, c in mine["cells"].items()}
     assert json.loads(json.dumps(mine))["overall"]["n"] == again["overall"]["n"]
+
+
+def test_multiclass_flips_compare_the_argmax(tmp_path):
+    pred = _write(tmp_path / "mc.csv", ["file", "label", "group", "score_nevus", "score_melanoma"],
+                  [["a", "nevus", "brown", 0.8, 0.2], ["b", "melanoma", "brown", 0.3, 0.7]])
+    cf = _write(tmp_path / "mc_cf.csv", ["file", "target_group", "score_nevus", "score_melanoma"],
+                [["a", "darker", 0.4, 0.6], ["b", "darker", 0.1, 0.9]])  # a's argmax changes, b's does not
+    report = flips_from_csv(pred, cf, n_boot=0)
+    assert report["threshold"] is None and report["cells"]["brown|darker"]["value"] == 0.5
