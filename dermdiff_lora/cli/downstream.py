@@ -1,5 +1,5 @@
 """Downstream fairness subcommands: ``split`` (patient-level split file), ``fairness`` (report of any
-classifier's predictions CSV) and ``downstream`` (real only vs real + synthetic, same split)."""
+classifier's predictions CSV, or its counterfactual flips) and ``downstream`` (the arms, same split)."""
 
 from __future__ import annotations
 
@@ -43,12 +43,18 @@ def _register_fairness(sub) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--counterfactual", metavar="CSV",
+                   help="the classifier's scores on skin-tone-shifted copies of the test images (columns file = "
+                        "the source image's id, target_group, score): report the flip rate per source and "
+                        "target group at --threshold instead")
+    p.add_argument("--id-col", default="file", help="--counterfactual: the image id column of both files")
     p.set_defaults(func=cmd_fairness)
 
 
 def _register_downstream(sub) -> None:
-    p = sub.add_parser("downstream", help="train a lesion classifier on real only vs real + synthetic "
-                                          "(same split, >= 3 seeds) and compare fairness across skin tones")
+    p = sub.add_parser("downstream", help="train a lesion classifier on real only, real + resampled, real + "
+                                          "CIELAB-shifted and real + synthetic images (same split, >= 3 seeds) "
+                                          "and compare fairness across skin tones")
     p.add_argument("dataset", help="the real dataset folder (all splits)")
     p.add_argument("--split", required=True, help="split file from `dermdiff-lora split`")
     p.add_argument("--synthetic", required=True, help="a `rebalance` output folder (synthetic rows join train)")
@@ -77,6 +83,10 @@ def _register_downstream(sub) -> None:
     p.add_argument("--duplicates", help="duplicates.csv from `audit`: the adapter may not have trained on a copy "
                                         "of a val/test image either (default: beside the adapter's data.tones, "
                                         "else <dataset>_audit/; 'none': none)")
+    p.add_argument("--arms", default="all", help="comma-separated: real, real+resample, real+lab, real+synthetic "
+                                                 "(default all; real is always the reference)")
+    p.add_argument("--no-counterfactual", action="store_true",
+                   help="skip the counterfactual flips (test images shifted into each other tone group)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="overrides of the adapter's saved config for reading the dataset")
@@ -117,6 +127,16 @@ def cmd_fairness(args) -> int:
     from ..downstream.predictions import report_from_csv
     from ..downstream.tables import format_table
 
+    if args.counterfactual:
+        from ..downstream.flips import flip_table, flips_from_csv
+
+        flips = flips_from_csv(args.predictions, args.counterfactual, threshold=args.threshold, val_path=args.val,
+                               id_col=args.id_col, group_col=args.group_col, score_col=args.score_col,
+                               label_col=args.label_col, n_boot=args.n_boot, seed=args.seed)
+        th = "argmax" if flips["threshold"] is None else f"score >= {flips['threshold']:.4f}"
+        print(json.dumps(flips, indent=2) if args.json else "\n".join(
+            [f"Counterfactual flips at {th}: {flips['definition']}", *flip_table(flips)]))
+        return 0
     report = report_from_csv(args.predictions, label_col=args.label_col, score_col=args.score_col,
                              group_col=args.group_col, threshold=args.threshold, val_path=args.val,
                              n_boot=args.n_boot, seed=args.seed)
@@ -135,8 +155,9 @@ def cmd_downstream(args) -> int:
                              adapter=args.adapter, classifier=spec, seeds=args.seeds, threshold=args.threshold,
                              label_column=args.label_column, tone_column=args.tone_column,
                              positive_class=args.positive_class, n_boot=args.n_boot, overrides=args.overrides,
-                             overwrite=args.overwrite, duplicates=args.duplicates)
+                             overwrite=args.overwrite, duplicates=args.duplicates, arms=args.arms,
+                             counterfactual=not args.no_counterfactual)
     downstream(opts)
     print((Path(args.out) / TABLE_FILE).read_text(encoding="utf-8").rstrip())
-    print(f"\nwrote {args.out}: downstream.json, downstream.txt, downstream.png, predictions/")
+    print(f"\nwrote {args.out}: downstream.json, downstream.txt, downstream.png, predictions/, lab_images/")
     return 0

@@ -39,7 +39,10 @@ def register(sub) -> None:
     p.add_argument("--groups", default=None, help="group columns, e.g. dx,skin_tone (default: the run's "
                                                   "data.diagnosis_column,data.tone_column)")
     p.add_argument("--tones", default=None, help="the audit's tones.csv, for DATASET rows without a tone")
-    p.add_argument("--target", default="equal", help="'equal' or JSON {\"malignant,2\": 50, ...}")
+    p.add_argument("--target", default="equal_keep_prior",
+                   help="equal_keep_prior (default: every tone group to one size N with the whole set's "
+                        "label shares), equal (every group up to the largest; changes each tone's label "
+                        "prior) or JSON {\"malignant,2\": 50, ...}")
     p.add_argument("--max-tries", type=int, default=5)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--guidance-scale", type=float, default=7.5)
@@ -74,14 +77,14 @@ def cmd_audit(args) -> int:
 
 
 def _target(text: str):
-    if text == "equal":
-        return "equal"
+    if text in ("equal", "equal_keep_prior"):
+        return text
     try:
         raw = json.loads(text)
     except json.JSONDecodeError:
         from ..core.errors import ConfigError
 
-        raise ConfigError(f"--target {text!r} is neither 'equal' nor JSON like "
+        raise ConfigError(f"--target {text!r} is neither 'equal_keep_prior', 'equal' nor JSON like "
                           '\'{"malignant,2": 50}\'') from None
     return {tuple(k.split(",")): int(v) for k, v in raw.items()}
 

@@ -10,7 +10,9 @@ Import from the modules (nothing is imported here, so ``import dermdiff_lora`` s
 - ``bootstrap``: the seeded percentile bootstrap behind every interval
 - ``classifier``: ``load_classifier(ClassifierSpec, classes)`` -> ``fit(paths, labels, seed)`` ->
   ``predict_proba(paths)``; kinds ``probe`` (module ``probe``), ``resnet`` and ``timm`` (``finetune``)
-- ``command``: ``downstream(DownstreamOptions)``, real only vs real + synthetic on one split file
-  (``samples`` reads the images, ``runs`` trains and reports one arm and seed, ``seeds`` averages)
+- ``command``: ``downstream(DownstreamOptions)``, the arms (``arms``: real, real+resample, real+lab,
+  real+synthetic) on one split file (``samples`` reads the images, ``study`` runs every arm and seed,
+  ``runs`` trains and reports one, ``seeds`` averages, ``paired`` bootstraps each arm's difference from
+  real, ``flips`` the counterfactual flip rates, ``arm_tables`` writes the text)
 - ``samples.split_dataset``: the split file of a dataset folder (``dermdiff-lora split``)
 """

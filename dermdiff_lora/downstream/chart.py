@@ -1,4 +1,4 @@
-"""Bar chart of per-group metrics for two runs (e.g. real only vs real + synthetic), written atomically."""
+"""Bar chart of per-group metrics for several runs (e.g. the arms of ``downstream``), written atomically."""
 
 from __future__ import annotations
 
@@ -37,29 +37,38 @@ def _bars(report: Mapping[str, Any], groups: list[str], metric: str) -> tuple[np
 def save_chart(real_only: Mapping[str, Any], real_plus_synthetic: Mapping[str, Any],
                path: str | os.PathLike, *, names: tuple[str, str] = ("real only", "real + synthetic"),
                metrics: Sequence[str] | None = None, title: str | None = None) -> Path:
-    """Grouped bars (one panel per metric, one bar pair per group, bootstrap intervals as error bars).
+    """Two runs' grouped bars (see ``save_arms_chart``)."""
+    return save_arms_chart(list(zip(names, (real_only, real_plus_synthetic))), path, metrics=metrics, title=title)
 
-    The image format follows ``path``'s suffix (png, pdf, svg); the file is written atomically.
-    Undefined metrics (e.g. AUC of a one-class group) are marked "n/a".
+
+_COLOURS = ("#8c8c8c", "#3b75af", "#e1812c", "#3a923a", "#c03d3e", "#9372b2")
+
+
+def save_arms_chart(runs: Sequence[tuple[str, Mapping[str, Any]]], path: str | os.PathLike, *,
+                    metrics: Sequence[str] | None = None, title: str | None = None) -> Path:
+    """Grouped bars (one panel per metric, one bar per run and group, bootstrap intervals as error bars).
+
+    ``runs`` are (name, report) pairs, e.g. every arm of ``downstream``. The image format follows
+    ``path``'s suffix (png, pdf, svg); the file is written atomically. Undefined metrics (e.g. AUC of a
+    one-class group) are marked "n/a".
     """
-    metrics = list(metrics or _DEFAULT[real_only["task"]])
+    metrics = list(metrics or _DEFAULT[runs[0][1]["task"]])
     unknown = [m for m in metrics if m not in _TITLES]
     if unknown:
         raise ConfigError(f"cannot chart metric(s) {unknown}; choose from {', '.join(_TITLES)}")
     path = Path(path)
     if path.suffix.lower().lstrip(".") not in ("png", "pdf", "svg"):
         raise ConfigError(f"chart path {path} must end in .png, .pdf or .svg")
-    groups = list(real_only["groups"]) + [g for g in real_plus_synthetic["groups"]
-                                          if g not in real_only["groups"]]
-    fig = Figure(figsize=(4.0 * len(metrics), 4.0), layout="constrained")
+    groups = list(dict.fromkeys(g for _, report in runs for g in report["groups"]))
+    fig = Figure(figsize=(max(4.0, 1.2 * len(runs) + 1.6) * len(metrics), 4.0), layout="constrained")
     FigureCanvasAgg(fig)
-    x, width = np.arange(len(groups)), 0.38
+    x, width = np.arange(len(groups)), 0.8 / len(runs)
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
-        for j, (name, report) in enumerate(zip(names, (real_only, real_plus_synthetic))):
+        for j, (name, report) in enumerate(runs):
             values, errs = _bars(report, groups, metric)
-            pos = x + (j - 0.5) * width
-            ax.bar(pos, values, width, yerr=errs, capsize=3, label=name, color=("#8c8c8c", "#3b75af")[j])
+            pos = x + (j - (len(runs) - 1) / 2) * width
+            ax.bar(pos, values, width, yerr=errs, capsize=3, label=name, color=_COLOURS[j % len(_COLOURS)])
             for p in pos[np.isnan(values)]:
                 ax.text(p, 0.02, "n/a", ha="center", va="bottom", fontsize="x-small", rotation=90)
         ax.set_xticks(x, groups, rotation=30 if len(groups) > 4 else 0)
@@ -67,7 +76,7 @@ def save_chart(real_only: Mapping[str, Any], real_plus_synthetic: Mapping[str, A
         ax.set_ylim(0, 1.05)
         ax.set_title(_TITLES[metric])
         ax.grid(axis="y", alpha=0.3)
-    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(runs), 4))
     if title:
         fig.suptitle(title)
     with atomic_path(path) as tmp:

@@ -1,5 +1,10 @@
 """``dermdiff-lora downstream``: a lesion classifier trained on real only vs real + synthetic, same split.
 
+Arms (``--arms``, default all): ``real``, ``real+resample``, ``real+lab``, ``real+synthetic`` (``arms``), each
+adding as many images per (label, tone) cell as the rebalance folder's synthetic rows; the paired
+bootstrap of each arm's difference from ``real`` (``paired``) and the counterfactual flip rates
+(``flips``) are reported beside the per-group tables (``arm_tables``); ``study`` runs the loop.
+
 Inputs: the real dataset folder (read with the adapter's saved data settings and value maps, plus
 ``key=value`` overrides), a split file (``dermdiff-lora split``) that decides train / val / test, and a
 ``rebalance`` output folder whose synthetic rows join the train split only. The adapter that made the
@@ -8,8 +13,10 @@ data, which is checked against the split file (``splits.check_no_leak``); a leak
 patients. For each seed, both arms are trained, the threshold is chosen on val (binary), and the test split
 is reported per tone group; the seeds are averaged (``seeds.average_reports``).
 
-Outputs in ``--out``: ``downstream.json`` (everything, per seed too), ``downstream.txt`` (the side-by-side
-table), ``downstream.png`` (chart), ``predictions/<arm>_seed<S>_<split>.csv`` (readable by ``fairness``).
+Outputs in ``--out``: ``downstream.json`` (everything, per seed too; split, seeds and threshold rule once),
+``downstream.txt`` (the side-by-side table), ``downstream.png`` (chart),
+``predictions/<arm>_seed<S>_<split>.csv`` (readable by ``fairness``; ``_counterfactual.csv`` by
+``fairness --counterfactual``) and ``lab_images/`` (the CIELAB-shifted copies).
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write, save_json
 from ..data import duplicates as dup
 from ..data.splits import check_no_leak, crossing_copies, read_split_file, sidecar_path
-from .chart import save_chart
+from .arm_tables import arms_text
+from .arms import KEYS, parse_arms
+from .chart import save_arms_chart
 from .classifier import ClassifierSpec, load_classifier
 from .predictions import parse_threshold
-from .runs import ARM_NAMES, ARMS, Task, make_task, run_arm, split_of
+from .runs import Task, make_task, split_of
 from .samples import assign_splits, counts, dataset_settings, read_samples, read_synthetic, training_rows
 from .seeds import average_reports
-from .tables import compare_table
+from .study import run_study
 
 log = logging.getLogger(__name__)
 SCHEMA = "dermdiff-lora/downstream/v1"
@@ -60,6 +69,8 @@ class DownstreamOptions:
     overrides: list[str] = field(default_factory=list)
     overwrite: bool = False
     duplicates: str | None = None  # duplicates.csv (default: beside data.tones, else <dataset>_audit/; "none")
+    arms: str | list[str] | None = "all"  # real, real+resample, real+lab, real+synthetic (comma-separated)
+    counterfactual: bool = True  # flip rates of test images shifted into each other tone group
 
 
 def seed_list(seeds: int | list[int] | str) -> list[int]:
@@ -162,25 +173,21 @@ def downstream(opts: DownstreamOptions) -> dict[str, Any]:
     leak = _leak_check(saved, splits, opts)
     real, synthetic, label_col, tone_col = _read(opts, cfg, splits)
     task = _task(opts, cfg, real, label_col, tone_col)
+    arms, arm_warnings = parse_arms(opts.arms, task.groups)
     out = _out_dir(opts)
     clf = load_classifier(spec, task.classes)
-    train, val, test = (split_of(real, s) for s in ("train", "val", "test"))
-    per_seed: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    for seed in seeds:
-        for arm, arm_train in zip(ARMS, (train, train + synthetic)):
-            log.info("downstream: %s, seed %d, %d training images", arm, seed, len(arm_train))
-            report, texts = run_arm(clf, arm_train, val, test, task, seed)
-            per_seed[arm].append(report)
-            for split, text in texts.items():
-                atomic_write(out / "predictions" / f"{arm}_seed{seed}_{split}.csv", text)
-    result = _result(opts, clf.info, spec, task, seeds, splits, leak, real, synthetic, per_seed)
+    data = {s: split_of(real, s) for s in ("train", "val", "test")} | {"synthetic": synthetic}
+    study = run_study(clf, arms, data, task, seeds, out, counterfactual=opts.counterfactual and not arm_warnings)
+    result = _result(opts, clf.info, spec, task, seeds, splits, leak, real, synthetic, study)
+    result["warnings"] += arm_warnings
     result["inputs"].update({"adapter": str(adapter), "label_column": label_col, "tone_column": tone_col})
     _write(out, result)
     return result
 
 
-def _result(opts, info, spec, task, seeds, splits, leak, real, synthetic, per_seed) -> dict[str, Any]:
+def _result(opts, info, spec, task, seeds, splits, leak, real, synthetic, study) -> dict[str, Any]:
     """The content of ``downstream.json``."""
+    per_seed = study["per_seed"]
     warnings = []
     if len(seeds) < 3:
         warnings.append(f"only {len(seeds)} seed(s): use at least 3 to see the spread from training randomness")
@@ -191,10 +198,13 @@ def _result(opts, info, spec, task, seeds, splits, leak, real, synthetic, per_se
                         "images; write the split again with `dermdiff-lora split --duplicates`")
     if info.get("random_weights"):
         warnings.append("the classifier's model has random weights (a test model): its figures mean nothing")
+    warnings += [f"{KEYS[arm]}: {sum(short.values())} image(s) short of the rebalance's counts ({short})"
+                 for arm, short in study["shortfall"].items()]
     threshold = {"rule": "argmax of scores (multi-class)"} if not task.binary else {
         "rule": "malignant if score >= threshold", "setting": task.threshold,
         "chosen_on": "validation split" if task.threshold == "youden" else "fixed on the command line",
-        "by_seed": {arm: [r["threshold"]["value"] for r in per_seed[arm]] for arm in ARMS}}
+        "by_seed": {arm: [r["threshold"]["value"] for r in reports] for arm, reports in per_seed.items()}}
+    n_train = len(split_of(real, "train"))
     return {
         "schema": SCHEMA, "task": "binary" if task.binary else "multiclass", "classes": task.classes,
         "positive_class": task.positive, "groups": task.groups, "classifier": info,
@@ -206,25 +216,29 @@ def _result(opts, info, spec, task, seeds, splits, leak, real, synthetic, per_se
                    "overrides": list(opts.overrides)},
         "leak_check": leak,
         "counts": {"images": counts(real + synthetic),
-                   "train": {"real_only": len(split_of(real, "train")),
-                             "real_plus_synthetic": len(split_of(real, "train")) + len(synthetic)},
+                   "train": {arm: reports[0]["n_train"] for arm, reports in per_seed.items()},
+                   "train_real": n_train, "added_per_cell": study["added_per_cell"],
                    "val": len(split_of(real, "val")), "test": len(split_of(real, "test")),
                    "synthetic": len(synthetic)},
-        "arms": {arm: {"name": name, "report": average_reports(per_seed[arm], seeds), "per_seed": per_seed[arm]}
-                 for arm, name in zip(ARMS, ARM_NAMES)},
+        "arms": {arm: {"name": KEYS[arm], "report": average_reports(reports, seeds), "per_seed": reports}
+                 for arm, reports in per_seed.items()},
+        "comparison": study["paired"], "counterfactual": study["counterfactual"],
+        "lab_shifts": study["lab_shifts"],
         "warnings": warnings,
-        "outputs": {"json": RESULT_FILE, "table": TABLE_FILE, "chart": CHART_FILE, "predictions": "predictions/"},
+        "outputs": {"json": RESULT_FILE, "table": TABLE_FILE, "chart": CHART_FILE, "predictions": "predictions/",
+                    "lab_images": study["lab_shifts"]["folder"] + "/"},
     }
 
 
 def describe(result: dict[str, Any]) -> list[str]:
     """Header lines naming the classifier, model, image size, seeds, split file and counts."""
     info, split, n = result["classifier"], result["split_file"], result["counts"]
+    sizes = ", ".join(f"{result['arms'][arm]['name']} {k}" for arm, k in n["train"].items())
     lines = [f"Classifier: {info['classifier']} ({info['model']}), model {info['model_id']}, "
              f"{info['image_size']} px; seeds {', '.join(map(str, result['seeds']))}",
              f"Split file: {split['path']} (sha256 {split['sha256']})",
-             f"Images: train {n['train']['real_only']} real + {n['synthetic']} synthetic, val {n['val']}, "
-             f"test {n['test']}; adapter checked: {result['inputs']['adapter']} "
+             f"Images: train {sizes} ({n['synthetic']} synthetic; each added arm adds the rebalance's count "
+             f"per cell), val {n['val']}, test {n['test']}; adapter checked: {result['inputs']['adapter']} "
              f"({result['leak_check']['n_matched']} of its training images found in the split, none held out"
              f"{_copies_checked(result['leak_check'])})"]
     return lines + [f"WARNING: {w}" for w in result["warnings"]]
@@ -238,17 +252,15 @@ def _copies_checked(leak: dict[str, Any]) -> str:
 
 
 def result_text(result: dict[str, Any]) -> str:
-    """The header lines and the side-by-side table of a downstream result (``downstream.txt``)."""
-    a, b = (result["arms"][arm]["report"] for arm in ARMS)
-    return "\n".join([*describe(result), "", compare_table(a, b, ARM_NAMES)])
+    """The header lines, the arms side by side, the paired differences and the flips (``downstream.txt``)."""
+    return "\n".join([*describe(result), "", arms_text(result)])
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
-    a, b = (result["arms"][arm]["report"] for arm in ARMS)
     info = result["classifier"]
     text = result_text(result)
-    save_chart(a, b, out / CHART_FILE, names=ARM_NAMES,
-               title=f"{info['model_id']} ({info['classifier']}), mean of {len(result['seeds'])} seeds, "
-                     f"split {str(result['split_file']['sha256'])[:12]}")
+    save_arms_chart([(a["name"], a["report"]) for a in result["arms"].values()], out / CHART_FILE,
+                    title=f"{info['model_id']} ({info['classifier']}), mean of {len(result['seeds'])} seeds, "
+                          f"split {str(result['split_file']['sha256'])[:12]}")
     atomic_write(out / TABLE_FILE, text + "\n")
     save_json(result, out / RESULT_FILE)

@@ -20,9 +20,6 @@ from .fairness import choose_threshold, fairness_report
 from .multiclass import multiclass_report
 from .samples import Sample
 
-ARMS = ("real_only", "real_plus_synthetic")
-ARM_NAMES = ("real only", "real + synthetic")
-
 
 @dataclass(frozen=True)
 class Task:
@@ -69,12 +66,16 @@ def split_of(samples: Sequence[Sample], split: str) -> list[Sample]:
 
 
 def run_arm(clf: Classifier, train: Sequence[Sample], val: Sequence[Sample], test: Sequence[Sample],
-            task: Task, seed: int) -> tuple[dict[str, Any], dict[str, str]]:
-    """Fit on ``train`` with ``seed``; the test report (threshold chosen on ``val``) and the predictions
-    CSV texts ``{"val": ..., "test": ...}``."""
+            task: Task, seed: int, extra: Sequence = ()) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """Fit on ``train`` with ``seed``; the test report (threshold chosen on ``val``), the predictions
+    CSV texts ``{"val": ..., "test": ...}`` and the raw outputs ``{"test": scores (binary) or
+    probabilities, "threshold": the threshold or None (multi-class), "extra": probabilities of the images
+    at the paths ``extra``}``."""
     fitted = clf.fit([s.path for s in train], task.indices(train), seed)
     proba = {"val": fitted.predict_proba([s.path for s in val]),
              "test": fitted.predict_proba([s.path for s in test])}
+    raw = {"test": proba["test"], "threshold": None,
+           "extra": fitted.predict_proba(list(extra)) if len(extra) else np.zeros((0, len(task.classes)))}
     groups = [s.group for s in test]
     boot = {"n_boot": task.n_boot, "seed": task.boot_seed, "level": task.level, "expected_groups": task.groups}
     if task.binary:
@@ -84,13 +85,14 @@ def run_arm(clf: Classifier, train: Sequence[Sample], val: Sequence[Sample], tes
         if choice["method"] == "youden":
             choice["chosen_on"] = f"validation split ({len(val)} images)"
         report = fairness_report(task.binary_labels(test), scores["test"], groups, threshold=choice, **boot)
+        raw.update(test=scores["test"], threshold=float(report["threshold"]["value"]))
     else:
         report = multiclass_report(task.indices(test), proba["test"], groups, classes=task.classes, **boot)
     report["seed"] = int(seed)
     report["n_train"] = len(train)
     texts = {k: predictions_csv(task, samples, proba[k])
              for k, samples in (("val", val), ("test", test))}
-    return report, texts
+    return report, texts, raw
 
 
 def predictions_csv(task: Task, samples: Sequence[Sample], proba: np.ndarray) -> str:

@@ -264,13 +264,14 @@ def _evaluation(f: Facts) -> str:
 
 
 def _downstream(f: Facts) -> list[str]:
-    """The downstream-fairness table (real only vs real + synthetic per tone group), when recorded."""
+    """The downstream-fairness table (the arms side by side per tone group), when recorded."""
     if not f.downstream:
         return []
     from ..downstream.command import result_text
 
-    return ["## Downstream fairness\n\nA lesion classifier trained on real images only vs real + this model's "
-            "synthetic images, on one patient-level split (`dermdiff-lora downstream`), test split per tone "
+    return ["## Downstream fairness\n\nA lesion classifier trained on real images only, beside the same with "
+            "added images (resampled, CIELAB tone-shifted, or this model's synthetic ones), on one "
+            "patient-level split (`dermdiff-lora downstream`), test split per tone "
             f"group:\n\n```\n{result_text(f.downstream)}\n```"]
 
 

@@ -39,6 +39,7 @@ from .rebalance_store import (
     _prepare_out,
     _Slot,
 )
+from .rebalance_targets import DEFAULT_TARGET, normalise_target, plan_counts, prior_report
 from .skintone import SCHEMES, ToneScheme, estimate_ita, get_scheme
 from .synthetic import TONE_GROUPS
 
@@ -46,19 +47,6 @@ GenerateFn = Callable[[str, int], Image.Image]
 MIN_LESION_FRACTION = 0.005  # of the image area, for "a lesion is present"
 MIN_GRAY_STD = 1.0  # 8-bit gray levels; below this an image counts as blank (black, white or uniform)
 MAX_TRIES = 1000  # seeds are seed + 1_000_000·group + 1000·slot + try
-
-
-def plan_counts(existing: Mapping, target: str | Mapping = "equal") -> dict:
-    """How many images each group lacks: up to the largest group (``"equal"``) or to ``target[group]``."""
-    if isinstance(target, str):
-        if target != "equal":
-            raise ConfigError(f"rebalance target {target!r} must be 'equal' or a mapping group -> count")
-        goal = dict.fromkeys(existing, max(existing.values(), default=0))
-    else:
-        goal = dict(target)
-    if any(int(n) < 0 for n in [*goal.values(), *existing.values()]):
-        raise ConfigError(f"rebalance counts must be >= 0: existing {dict(existing)}, target {goal}")
-    return {g: max(0, int(goal.get(g, 0)) - int(existing.get(g, 0))) for g in {**existing, **goal}}
 
 
 def tone_name(value: str, scheme: ToneScheme) -> str:
@@ -130,12 +118,13 @@ class RebalanceReport:
     added: int
     path: Path
     input: dict | None = None  # the input's rows left out and where its tones came from
+    label_prior: dict | None = None  # each tone group's label shares before and after (rebalance_targets)
 
     def to_json(self) -> str:
         """The report as JSON (what ``rebalance_report.json`` holds)."""
         totals = {k: sum(g[k] for g in self.groups.values()) for k in ("requested", "generated", "accepted")}
         return json.dumps({"out_dir": str(self.out_dir), "totals": totals, "groups": self.groups,
-                           "input": self.input}, indent=2)
+                           "input": self.input, "label_prior": self.label_prior}, indent=2)
 
 
 def _label(key: tuple[str, ...]) -> str:
@@ -159,20 +148,6 @@ def _all_groups(
     return sorted(keys)
 
 
-def _normalise_target(target: str | Mapping, n_columns: int) -> str | dict:
-    if isinstance(target, str):
-        return target
-    out = {}
-    for key, count in target.items():
-        key = tuple(str(k) for k in key) if isinstance(key, tuple) else (str(key),)
-        if len(key) != n_columns:
-            raise ConfigError(
-                f"rebalance target key {key} must have one value per group column ({n_columns})"
-            )
-        out[key] = int(count)
-    return out
-
-
 def _summarise(plan: dict, records: list[dict]) -> dict[str, dict]:
     groups = {
         _label(k): {"requested": n, "generated": 0, "accepted": 0, "rejected": {}} for k, n in plan.items()
@@ -187,6 +162,14 @@ def _summarise(plan: dict, records: list[dict]) -> dict[str, dict]:
     for g in groups.values():
         g["acceptance_rate"] = round(g["accepted"] / g["generated"], 4) if g["generated"] else None
     return groups
+
+
+def _report(out: Path, summary: dict, added: int, table, prior: tuple) -> RebalanceReport:
+    """The run's report; ``prior`` = (rows, groups, tone column, all groups, target) for its label_prior."""
+    rows, groups, tone_column, all_groups, target = prior
+    accepted = {k: summary[_label(k)]["accepted"] for k in all_groups}
+    return RebalanceReport(out, summary, added, out / REPORT_FILE, {"left_out": dict(table.left_out), "tone": table.tone},
+                           prior_report(rows, list(groups), tone_column, accepted, target))
 
 
 def _save_synthetic_png(image: Image.Image, path: Path, prompt: str, seed: int) -> None:
@@ -260,12 +243,12 @@ def _plan(
     rows: list[dict], groups: Sequence[str], tone_column: str, scheme: ToneScheme, target: str | Mapping
 ) -> tuple[list[tuple[str, ...]], dict[tuple[str, ...], int]]:
     """(every group, in a fixed order; images each one lacks)."""
-    target = _normalise_target(target, len(groups))
+    target = normalise_target(target, len(groups))
     all_groups = _all_groups(rows, groups, tone_column, scheme, target)
     existing = dict.fromkeys(all_groups, 0)
     for row in rows:
         existing[tuple(row[c] for c in groups)] += 1
-    lacking = plan_counts(existing, target)
+    lacking = plan_counts(existing, target, list(groups).index(tone_column))
     return all_groups, {k: lacking[k] for k in all_groups}
 
 
@@ -297,7 +280,7 @@ def rebalance(
     out_dir: str | os.PathLike,
     generate_fn: GenerateFn,
     *,
-    target: str | Mapping = "equal",
+    target: str | Mapping = DEFAULT_TARGET,
     groups: Sequence[str] = ("benign_malignant", "skin_tone"),
     prompt_fn: Callable[[dict], str] | None = None,
     max_tries: int = 5,
@@ -348,7 +331,6 @@ def rebalance(
         todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
         added = sum(_fill_slot(run, *t) for t in progress_bar(todo, desc="rebalance", unit="img", disable=not progress))
         _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
-        report = RebalanceReport(out, _summarise(plan, records), added, out / REPORT_FILE,
-                                 {"left_out": dict(table.left_out), "tone": table.tone})
+        report = _report(out, _summarise(plan, records), added, table, (rows, groups, tone_column, all_groups, target))
         atomic_write(report.path, report.to_json())
         return report

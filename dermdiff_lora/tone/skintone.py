@@ -310,3 +310,12 @@ def estimate_ita(
             spread = float(np.std(patch_itas)) if patch_itas else 0.0
             return ToneEstimate(ita, categorize(ita, tone_scheme), spread=spread, **common)
     return ToneEstimate(None, None, spread=math.nan, undetermined_reason=reason, **common)
+
+
+def skin_median_lb(image: Image.Image | str | os.PathLike | np.ndarray, strategy: str = "border", *,
+                   working_side: int = WORKING_SIDE) -> tuple[float, float] | None:
+    """The median L* and b* of the skin pixels ``estimate_ita`` measures (None where it finds too few)."""
+    lab = rgb2lab(load_rgb(image, working_side))
+    _, _, skin = masks(lab)
+    chosen, _ = _select(lab, skin, strategy)
+    return _median_lb(lab, chosen) if chosen.sum() >= 4 else None

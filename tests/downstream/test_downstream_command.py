@@ -55,15 +55,17 @@ def test_outputs_name_classifier_model_size_seeds_split_and_counts(binary):
     assert result["split_file"] == {**result["split_file"], "path": str(setup["split"]),
                                     "sha256": sidecar["csv_sha256"]}
     n_train = sum(v == "train" for v in setup["assignment"].values())
-    assert result["counts"]["train"] == {"real_only": n_train, "real_plus_synthetic": n_train + 6}
+    assert result["counts"]["train"] == {"real_only": n_train, "real_resample": n_train + 6,
+                                         "real_lab": result["counts"]["train"]["real_lab"],
+                                         "real_plus_synthetic": n_train + 6}
     assert result["counts"]["test"] == sum(v == "test" for v in setup["assignment"].values())
     text = (out / "downstream.txt").read_text()
     assert sidecar["csv_sha256"] in text and "tiny-dinov2" in text and "seeds 0, 1, 2" in text
     assert "real + synthetic" in text and "worst-group AUC" in text
-    for arm in ("real_only", "real_plus_synthetic"):
+    for arm in ("real_only", "real_resample", "real_lab", "real_plus_synthetic"):
         assert len(result["arms"][arm]["per_seed"]) == 3
         assert [r["n_train"] for r in result["arms"][arm]["per_seed"]] == [result["counts"]["train"][arm]] * 3
-        assert len(list((out / "predictions").glob(f"{arm}_seed*_*.csv"))) == 6
+        assert len(list((out / "predictions").glob(f"{arm}_seed*_*.csv"))) == 9  # val, test, counterfactual
 
 
 def test_known_answer_separable_images_reach_auc_one_in_every_group(binary):

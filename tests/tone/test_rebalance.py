@@ -64,7 +64,7 @@ def source(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean_run(source, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean") / "out"
-    return rebalance(source, out, StandIn(), progress=False), out
+    return rebalance(source, out, StandIn(), target="equal", progress=False), out
 
 
 def _rows(folder):
@@ -133,7 +133,7 @@ def test_rerun_adds_nothing(source, clean_run):
     report, out = clean_run
     before = _files(out)
     again = StandIn()
-    second = rebalance(source, out, again, progress=False)
+    second = rebalance(source, out, again, target="equal", progress=False)
     assert again.calls == 0 and second.added == 0 and second.groups == report.groups
     assert _files(out) == before
 
@@ -142,7 +142,7 @@ def test_interrupted_run_resumes_to_the_same_result(source, clean_run, tmp_path)
     _, clean_out = clean_run
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="interrupted"):
-        rebalance(source, out, StandIn(fail_after=13), progress=False)
+        rebalance(source, out, StandIn(fail_after=13), target="equal", progress=False)
     partial = [r for r in _rows(out) if r["synthetic"] == "true"]
     assert 0 < len(partial) < 26
     # also a stop while appending the last accepted image's row: its image is on disk, its row half-written
@@ -151,7 +151,7 @@ def test_interrupted_run_resumes_to_the_same_result(source, clean_run, tmp_path)
     lines = journal.read_text().splitlines(keepends=True)
     last_accept = max(i for i, line in enumerate(lines) if '"reason": null' in line)
     journal.write_text("".join(lines[:last_accept]))
-    resumed = rebalance(source, out, StandIn(), progress=False)
+    resumed = rebalance(source, out, StandIn(), target="equal", progress=False)
     assert resumed.added == 26 - len(partial) + 1  # 27 requested, one slot always blank
     assert _files(out) == _files(clean_out)
     assert resumed.groups == json.loads((clean_out / REPORT_FILE).read_text())["groups"]
@@ -193,7 +193,7 @@ def test_refusals(source, clean_run, tmp_path):
     with pytest.raises(DataError, match="pick a new or empty folder"):
         rebalance(source, other, StandIn(), progress=False)
     with pytest.raises(DataError, match="other seed"):
-        rebalance(source, out, StandIn(), seed=1, progress=False)
+        rebalance(source, out, StandIn(), target="equal", seed=1, progress=False)
     with pytest.raises(ConfigError, match="need a prompt_fn"):
         rebalance(source, tmp_path / "x", StandIn(), groups=("diagnosis", "skin_tone"), progress=False)
     with pytest.raises(DataError, match="available columns"):
