@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("dataset", help="the real dataset folder (all splits)")
     p.add_argument("--split", required=True, help="split file from `dermdiff-lora split`")
     p.add_argument("--synthetic", required=True, help="a `rebalance` output folder (synthetic rows join train)")
+    p.add_argument("--include-unreviewed", action="store_true",
+                   help="a reviewed --synthetic folder: also use the images no reader saw (default: accepted only)")
     p.add_argument("--adapter", help="the LoRA run that made the synthetic images (its training data is "
                                      "checked against the split); required unless the rebalance records it")
     p.add_argument("--out", required=True, help="folder for downstream.json/.txt/.png and predictions/")
@@ -112,7 +114,7 @@ def cmd_downstream(args) -> int:
                              adapter=args.adapter, classifier=spec, seeds=args.seeds, threshold=args.threshold,
                              label_column=args.label_column, tone_column=args.tone_column,
                              positive_class=args.positive_class, n_boot=args.n_boot, overrides=args.overrides,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, include_unreviewed=args.include_unreviewed)
     downstream(opts)
     print((Path(args.out) / TABLE_FILE).read_text(encoding="utf-8").rstrip())
     print(f"\nwrote {args.out}: downstream.json, downstream.txt, downstream.png, predictions/")

@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--base-only", action="store_true",
                    help="render from the adapter's base model without the adapter (the 'before' images)")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-image check")
+    p.add_argument("--include-unreviewed", action="store_true",
+                   help="a reviewed rebalance folder: also use the images no reader saw (default: accepted only)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two eval.json files side by side")
     p.add_argument("--force", action="store_true", help="with --compare: also across extractors or sizes")
@@ -42,7 +44,8 @@ def cmd_evaluate(args) -> int:
                            extractor=args.extractor, model_id=args.model_id, per_cell=args.per_cell,
                            seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
                            tone_column=args.tone_column, base_only=args.base_only, memorisation=not args.no_memorisation,
-                           overrides=args.overrides, overwrite=args.overwrite)
+                           overrides=args.overrides, overwrite=args.overwrite,
+                           include_unreviewed=args.include_unreviewed)
     result = evaluate(opts)
     print(format_table(result))
     return 0

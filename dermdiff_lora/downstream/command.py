@@ -58,6 +58,7 @@ class DownstreamOptions:
     level: float = 0.95
     overrides: list[str] = field(default_factory=list)
     overwrite: bool = False
+    include_unreviewed: bool = False  # a reviewed rebalance folder: also the images no reader saw
 
 
 def seed_list(seeds: int | list[int] | str) -> list[int]:
@@ -116,7 +117,8 @@ def _read(opts: DownstreamOptions, cfg, splits) -> tuple[list, list, str, str]:
             raise DataError(f"split file {opts.split} puts no image of {opts.dataset} in {split}; write a "
                             "split with enough patients in every split")
     classes = sorted({s.label for s in real})
-    synthetic = read_synthetic(cfg.data, maps, label_col, tone_col, opts.synthetic, classes)
+    synthetic = read_synthetic(cfg.data, maps, label_col, tone_col, opts.synthetic, classes,
+                               include_unreviewed=opts.include_unreviewed)
     return real, synthetic, label_col, tone_col
 
 

@@ -19,6 +19,7 @@ from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
 from ..core.prompts import PromptBuilder, from_config
 from . import inputs
+from .matches_csv import MEMORISATION_FILE, write_memorisation_csv
 from .memorization import save_pairs_png
 from .report import closest_pairs, evaluate_sets, format_table, save_chart
 
@@ -45,6 +46,7 @@ class EvaluateOptions:
     memorisation: bool = True
     overrides: list[str] = field(default_factory=list)  # key=value on top of the saved config
     overwrite: bool = False
+    include_unreviewed: bool = False  # a reviewed rebalance folder: also the images no reader saw
 
 
 def run_config(opts: EvaluateOptions) -> tuple[config_mod.Config, str | None]:
@@ -87,12 +89,15 @@ def evaluate(opts: EvaluateOptions) -> dict:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    matches: list = []
     result = evaluate_sets(real, generated, train, extractor=opts.extractor, model_id=opts.model_id,
-                           device=device, seed=opts.seed, **_tone_args(builder, opts.tone_column))
+                           device=device, seed=opts.seed, matches_out=matches, **_tone_args(builder, opts.tone_column))
     result["inputs"] = {"real": str(opts.real or f"{cfg.data.split_file} (test part)"), "generated": opts.generated or str(out / "generated"),
                         "adapter": opts.adapter or source, "base_only": opts.base_only, "train": cfg.data.dir if train is not None else None,
                         "columns": columns, "template": builder.template}
     _write_outputs(out, result, generated, train)
+    if train is not None:
+        write_memorisation_csv(out / MEMORISATION_FILE, matches, generated, train)
     return result
 
 
@@ -118,7 +123,8 @@ def _out_dir(opts: EvaluateOptions) -> Path:
 
 def _generated(opts: EvaluateOptions, cfg, builder: PromptBuilder, columns: list[str], out: Path) -> list:
     if opts.generated:
-        return inputs.generated_items(opts.generated, cfg.data, builder, columns)
+        return inputs.generated_items(opts.generated, cfg.data, builder, columns,
+                                      include_unreviewed=opts.include_unreviewed)
     if not opts.adapter:
         raise ConfigError("evaluate needs --generated FOLDER, or --adapter RUN to render images from")
     from ..generation.generate import GenerateSettings, generate

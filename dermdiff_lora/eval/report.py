@@ -83,7 +83,8 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
                   duplicates: Iterable[tuple[str, str] | str] = (), top_k: int = TOP_K,
                   percentile: float = PERCENTILE, estimate: Callable[[Image.Image], object] | None = None,
                   categorize: Callable[[float], str] | None = None,
-                  prompted_group: Callable[[Hashable], str | None] | None = None) -> dict:
+                  prompted_group: Callable[[Hashable], str | None] | None = None,
+                  matches_out: list | None = None) -> dict:
     """FID/KID (``fid.cell_figures``), MS-SSIM of each side, tone statistics (where ITAs are known or
     ``estimate`` is given) and, with ``train``, memorisation, per cell and overall.
 
@@ -91,6 +92,7 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
     ``estimate(image)`` gives an ITA (a float, None, or an object with ``.ita``) for items without one;
     ``categorize(ita)`` a tone group; ``prompted_group(cell)`` the cell's prompted group (default: last
     element). ``duplicates``: (real id, train id) pairs, or single ids, kept out of the threshold.
+    ``matches_out`` (a list) receives every generated image's ``Match`` (for ``memorisation.csv``).
     """
     _check_sets(real, generated, train)
     module, info = load_extractor(extractor, model_id, device)
@@ -106,7 +108,7 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
     if train is not None:
         result["memorisation"] = _add_memorisation(
             result, module, (real, real_images), (generated, gen_images), train, batch_size=batch_size,
-            duplicates=duplicates, top_k=top_k, percentile=percentile)
+            duplicates=duplicates, top_k=top_k, percentile=percentile, matches_out=matches_out)
     return jsonable(result)
 
 
@@ -168,7 +170,7 @@ def _add_tone(result: dict, real: tuple, generated: tuple, estimate: Callable | 
 
 def _add_memorisation(result: dict, module: FeatureExtractor, real: tuple, generated: tuple,
                       train: Sequence[EvalItem], *, batch_size: int, duplicates: Iterable, top_k: int,
-                      percentile: float) -> dict:
+                      percentile: float, matches_out: list | None = None) -> dict:
     """Threshold from the held-out real images, then per-cell summaries of the generated images."""
     train_images = load_images(train)
     train_f = extract(module, train_images, batch_size)
@@ -178,6 +180,8 @@ def _add_memorisation(result: dict, module: FeatureExtractor, real: tuple, gener
     info = heldout_threshold(real_f, real_ff, train_f, exclude, percentile)
     matches = nearest(*features_with_flip(module, generated[1], batch_size), train_f)
     add_ssim(matches, generated[1], train_images, SSIM_SIZE)
+    if matches_out is not None:
+        matches_out.extend(matches)
     summary = summarise(matches, [it.cell for it in generated[0]], info["threshold"], top_k)
     for part in [*summary["cells"].values(), summary["overall"]]:
         for pair in part["top"]:
