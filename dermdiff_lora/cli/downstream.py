@@ -40,8 +40,7 @@ def register(sub) -> None:
     p.add_argument("dataset", help="the real dataset folder (all splits)")
     p.add_argument("--split", required=True, help="split file from `dermdiff-lora split`")
     p.add_argument("--synthetic", required=True, help="a `rebalance` output folder (synthetic rows join train)")
-    p.add_argument("--include-unreviewed", action="store_true",
-                   help="a reviewed --synthetic folder: also use the images no reader saw (default: accepted only)")
+    p.add_argument("--include-unreviewed", action="store_true", help="also the images no reader reviewed (default: accepted only)")
     p.add_argument("--adapter", help="the LoRA run that made the synthetic images (its training data is "
                                      "checked against the split); required unless the rebalance records it")
     p.add_argument("--out", required=True, help="folder for downstream.json/.txt/.png and predictions/")
