@@ -49,3 +49,18 @@ def review_folder(root: Path, n_real: int = 6, n_synthetic: int = 12, seed: int 
         writer.writerows(rows)
     (root / "rebalance_run.json").write_text(json.dumps({"groups": ["benign_malignant", "skin_tone"]}))
     return root
+
+
+def add_memorisation_csv(folder: Path) -> Path:
+    """``memorisation.csv`` as ``evaluate`` writes it: each synthetic image's nearest real image."""
+    with open(folder / "metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    real = [folder / f"{r['image_name']}.jpg" for r in rows if r["synthetic"] == "false"]
+    syn = [folder / f"{r['image_name']}.png" for r in rows if r["synthetic"] == "true"]
+    path = folder / "memorisation.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["generated_file", "train_file", "cosine", "flipped", "ssim"])
+        for i, s in enumerate(syn):
+            writer.writerow([s, real[i % len(real)], f"{0.9 - i / 100:.6f}", "false", "0.5"])
+    return path

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import json
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from PIL import Image
-from review_data import review_folder
+from review_data import add_memorisation_csv, review_folder
 from starlette.testclient import TestClient
 
 from dermdiff_lora.core.errors import ConfigError, DataError
@@ -180,3 +181,16 @@ def test_study_order_depends_on_the_reader(folder):
         with open_session(ReviewOptions(str(folder), reader, "study")) as s:
             orders.setdefault(reader, []).append([it.sha256 for it in s.items])
     assert orders["ana"][0] == orders["ana"][1] and orders["ana"][0] != orders["bo"][0]
+
+
+def test_qc_shows_the_nearest_training_image_from_memorisation_csv(folder, serve):
+    import csv
+
+    rows = {Path(r["generated_file"]).name: r for r in csv.DictReader(open(add_memorisation_csv(folder)))}
+    client, session = serve()
+    view = _get(client, "/api/item/0").json()
+    row = rows[view["info"]["file"]]
+    assert view["has_nearest"] and view["info"]["nearest"] == Path(row["train_file"]).name
+    assert view["info"]["cosine"] == pytest.approx(float(row["cosine"]))
+    r = _get(client, "/nearest/0")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"

@@ -3,7 +3,7 @@
 const token = new URLSearchParams(location.search).get("token") || "";
 const mode = document.body.dataset.mode;
 const $ = (id) => document.getElementById(id);
-let state = null, position = 0, view = null, picked = [], draft = {}, step = 0;
+let state = null, position = 0, view = null, picked = [], draft = {}, step = 0, ticket = 0;
 
 async function api(path, body) {
   const init = { headers: { "X-Review-Token": token }, cache: "no-store" };
@@ -35,14 +35,17 @@ function showProgress() {
 async function go(p) {
   if (p < 0 || p >= state.n) return;
   position = p;
-  document.body.dataset.position = String(p);
-  view = await api(`/api/item/${p}`);
+  picked = []; draft = {}; step = 0;
+  const mine = ++ticket;
+  const loaded = await api(`/api/item/${p}`);
+  if (mine !== ticket) return;  // a later move won the race: show that one
+  view = loaded;
   $("image").src = `/image/${p}?token=${encodeURIComponent(token)}`;
   $("position").textContent = `image ${p + 1} of ${state.n}`;
-  picked = []; draft = {}; step = 0;
   if (mode === "qc") showQc(); else showStudy();
   showAnswer();
   say("");
+  document.body.dataset.position = String(p);  // set last: the page is ready for this image
 }
 
 function showAnswer() {
