@@ -15,12 +15,14 @@ def _num(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _study_lines(study: dict) -> list[str]:
+def _study_lines(study: dict, readers: bool = True) -> list[str]:
+    """The study table (per reader and all readers; only all readers with ``readers=False``) and agreement."""
     lines = ["## Blinded reader study (real or synthetic?)", "",
              "| reader | images | accuracy [95 % CI] | p (binomial vs 50 %) | sensitivity (synthetic spotted) | "
              "specificity (real called real) | realism real / synthetic (median) | Mann-Whitney p | "
              "intra-reader kappa (pairs) |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, s in [*study["readers"].items(), ("all readers", study["overall"])]:
+    rows = [*(study["readers"].items() if readers else []), (f"all {len(study['readers'])} readers", study["overall"])]
+    for name, s in rows:
         rs, rz = s["real_vs_synthetic"], s["realism"]["real_vs_synthetic"]
         ci = rs["ci95"] or [None, None]
         intra = s.get("intra_reader")
@@ -34,7 +36,8 @@ def _study_lines(study: dict) -> list[str]:
         "", "By diagnosis (all readers): " + "; ".join(
         f"{k} {_pct(v['accuracy'])} of {v['n']}" for k, v in study["overall"]["by_diagnosis"].items()), ""]
     inter = study["inter_reader"]
-    for pair, v in inter["pairs"].items():
+    for i, (pair, v) in enumerate(inter["pairs"].items()):
+        pair = pair if readers else f"reader pair {i + 1}"
         lines.append(f"- Cohen's kappa {pair}: {_num(v['cohen_kappa'])} on {v['n']} shared images")
     if "fleiss" in inter:
         f = inter["fleiss"]
@@ -42,18 +45,31 @@ def _study_lines(study: dict) -> list[str]:
     return lines + [""]
 
 
-def _qc_lines(qc: dict) -> list[str]:
+def _qc_lines(qc: dict, readers: bool = True) -> list[str]:
+    """The combined QC table per cell, then (``readers``) each reader's acceptance."""
     lines = [f"## Quality control (combined by rule `{qc['rule']}`)", "",
              "| cell | images | accepted | rejected | acceptance | reasons |", "|---|---|---|---|---|---|"]
     for cell, c in qc["combined"]["cells"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in c["reasons"].items()) or "–"
         lines.append(f"| {cell} | {c['n']} | {c['accepted']} | {c['rejected']} | {_pct(c['acceptance'])} | {reasons} |")
-    lines.append("")
-    for reader, cells in qc["readers"].items():
+    lines.append(f"\n{len(qc['readers'])} reader(s); rule `all`: accepted when every reader who saw an image "
+                 "accepted it; `majority`: when more than half did." if not readers else "")
+    for reader, cells in (qc["readers"].items() if readers else []):
         n = sum(c["n"] for c in cells.values())
         ok = sum(c["accepted"] for c in cells.values())
         lines.append(f"- {reader}: accepted {ok} of {n}")
     return lines + [""]
+
+
+def card_section(report: dict) -> str:
+    """The review as a model card shows it: combined figures only, no reader names and no local paths."""
+    lines = ["## Clinician review", "", "Synthetic images were reviewed by clinicians with `dermdiff-lora review` "
+             "(a local page; verdicts in append-only logs). Only accepted images are used downstream."]
+    if report.get("qc"):
+        lines += [""] + [x.replace("## ", "### ") for x in _qc_lines(report["qc"], readers=False)]
+    if report.get("study"):
+        lines += [""] + [x.replace("## ", "### ") for x in _study_lines(report["study"], readers=False)]
+    return "\n".join(lines).strip()
 
 
 def write_markdown(report: dict, path: Path) -> Path:

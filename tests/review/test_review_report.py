@@ -92,3 +92,25 @@ def test_study_report_matches_the_reference_statistics(tmp_path):
     assert sens["n"] == 12 and sens["called_synthetic"] == sum(src == "synthetic" for src, syn in first["bo"].values() if syn)
     assert set(study["overall"]["by_tone"]) == {"lighter", "brown", "darker"}
     assert "Fleiss' kappa, 3 readers" in (folder / "review" / "review.md").read_text()
+
+
+def test_model_card_reports_the_review_of_the_evaluated_folder(trained_lora, tmp_path):
+    import shutil
+
+    from dermdiff_lora.hub.card import build_card
+
+    folder = review_folder(tmp_path / "reb")
+    _answer_qc(folder, "dr_secret_name", {0: "accept", 1: "reject", 2: "accept"})
+    make_report(folder)
+    run = tmp_path / "run"
+    shutil.copytree(trained_lora, run)
+    plain = build_card(run)
+    assert "Clinician review" not in plain
+    (run / "eval.json").write_text(json.dumps({"inputs": {"generated": str(folder)}}))  # as evaluate records it
+    card = build_card(run)
+    section = card.split("## Clinician review", 1)[1]
+    assert "| 3 |" not in section and "1 reader(s)" in section
+    cells = json.loads((folder / "review" / "review.json").read_text())["qc"]["combined"]["cells"]
+    for cell, c in cells.items():
+        assert f"| {cell} | {c['n']} | {c['accepted']} | {c['rejected']} |" in section
+    assert "dr_secret_name" not in card and str(tmp_path) not in section  # no reader names, no local paths
