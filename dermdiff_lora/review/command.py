@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write
+from ..core.lock import folder_lock
 from . import items as items_mod
 from .report import RULES, qc_report, qc_verdicts, study_report
 from .session import Session
@@ -132,7 +133,8 @@ def make_report(folder: str | Path, rule: str = "all", write_back_verdicts: bool
                     "study": study_report(study_logs) if study_logs else None,
                     "counts": {"qc_readers": len(qc_logs), "study_readers": len(study_logs)}}
     if qc_logs and write_back_verdicts and not (folder / "generate.json").is_file():
-        report["written_back"] = write_back(folder, qc_verdicts(qc_logs, rule), rule)
+        with folder_lock(folder, "review write-back"):  # not while a rebalance appends to the metadata
+            report["written_back"] = write_back(folder, qc_verdicts(qc_logs, rule), rule)
     out = folder / "review"
     atomic_write(out / REPORT_FILE, json.dumps(report, indent=2))
     write_markdown(report, out / "review.md")

@@ -103,7 +103,7 @@ def create_app(session: Session, token: str) -> TokenGate:
         try:
             body = json.loads(await request.body())
             return JSONResponse(session.answer(position, body), headers=NO_STORE)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON (or nested too deep), or a wrong answer
             return _error(400, str(exc) if isinstance(exc, AnswerError) else "the body must be JSON")
 
     async def undo(request: Request) -> Response:

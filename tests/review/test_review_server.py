@@ -115,7 +115,8 @@ def test_bad_input_is_a_4xx_never_a_traceback(serve):
     for body, status in cases:
         r = _post(client, "/api/answer/0", body)
         assert r.status_code == status and "error" in r.json(), body
-    assert client.post("/api/answer/0", content=b"{not json", headers={"X-Review-Token": TOKEN}).status_code == 400
+    for raw in (b"{not json", b"[" * 3000, b"\xff\xfe"):
+        assert client.post("/api/answer/0", content=raw, headers={"X-Review-Token": TOKEN}).status_code == 400
     assert _post(client, "/api/answer/99", {"verdict": "accept"}).status_code == 404
     assert _get(client, "/api/item/-1").status_code == 404 and _get(client, "/image/abc").status_code == 404
     assert _get(client, "/image/..%2Fmetadata.csv").status_code == 404
@@ -194,3 +195,13 @@ def test_qc_shows_the_nearest_training_image_from_memorisation_csv(folder, serve
     assert view["info"]["cosine"] == pytest.approx(float(row["cosine"]))
     r = _get(client, "/nearest/0")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+
+
+def test_a_host_other_than_loopback_warns(caplog):
+    from dermdiff_lora.review.command import _bind
+
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        sock = _bind(host, 0)
+        sock.close()
+        assert ("not only this machine" in caplog.text) == warned
