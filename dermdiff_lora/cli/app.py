@@ -13,9 +13,9 @@ import os
 import sys
 
 # Modules that add their own subcommands with ``register(subparsers)`` (argparse only at import time).
-SUBCOMMAND_MODULES: list[str] = ["tone", "adapters", "evaluate", "downstream", "hub", "speed"]
+SUBCOMMAND_MODULES: list[str] = ["tone", "adapters", "evaluate", "downstream", "review", "hub", "speed"]
 # Commands that load no model: they skip importing diffusers/transformers just to quiet their logs.
-LIGHT_COMMANDS = ("make-data", "audit", "card", "push", "pull", "inspect", "convert", "split", "fairness")
+LIGHT_COMMANDS = ("make-data", "audit", "card", "push", "pull", "inspect", "convert", "split", "fairness", "review")
 
 
 def cmd_train(args) -> int:

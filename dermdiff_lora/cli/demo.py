@@ -11,6 +11,7 @@ export works outside this package.
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..tone import fidelity
 # The middle of each paper interval: where the LoRA's training images lie, and the "in core" measure.
 CORE_ITA = {"lighter": (45.0, 65.0), "brown": (-14.0, 12.0), "darker": (-58.0, -42.0)}
 DEMO_SEEDS = range(100, 116)  # images per prompt for the fidelity table
+REBALANCE_PER_CELL = 3  # synthetic images added per (diagnosis, tone) cell of the other tones: 12 to review
 
 
 def run_demo(out: str | Path = "outputs/demo", *, steps: int | None = None, overrides: list[str] | None = None,
@@ -58,10 +60,13 @@ def _run_demo(out: Path, steps: int | None, overrides: list[str] | None, n_image
     pipe.load_lora_weights(cfg.output.dir)  # stock diffusers loader on the exported adapter
     after = fidelity.tone_report(fidelity.generate_samples(pipe, builder, DEMO_SEEDS, **kw), core=CORE_ITA)
     grid_path = save_before_after_grid(cfg, builder, out / "grid.png")
+    t1 = time.time()
+    rebalanced = small_rebalance(pipe, cfg, out, target, kw)
     result = {"target_group": target, "before": before, "after": after, "dataset": str(out / "data"),
               "adapter": summary["outputs"]["adapter"], "config": summary["outputs"]["config"],
-              "grid": str(grid_path), "final_loss": summary["final_loss"], "train_seconds": summary["seconds"],
-              "total_seconds": round(time.time() - t0, 1)}
+              "grid": str(grid_path), "rebalanced": str(rebalanced.out_dir), "rebalance_added": rebalanced.added,
+              "rebalance_seconds": round(time.time() - t1, 1), "final_loss": summary["final_loss"],
+              "train_seconds": summary["seconds"], "total_seconds": round(time.time() - t0, 1)}
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     _print_result(result)
     return result
@@ -87,6 +92,29 @@ def make_lora_data(folder: Path, target: str, n: int, seed: int) -> Path:
     counts = {target: n - 2 * (n // 8), **{g: n // 8 for g in others}}
     return make_dataset(folder, size=32, seed=seed, tone_counts=counts, malignant_fraction=0.5,
                         ita_ranges=CORE_ITA, overwrite=True)
+
+
+def small_rebalance(pipe, cfg, out: Path, target: str, kw: dict, per_cell: int = REBALANCE_PER_CELL):
+    """``per_cell`` more images for each (diagnosis, tone) cell of the tones the LoRA was not aimed at,
+    from the base + LoRA ``pipe``, into ``out/rebalanced`` (written afresh), for ``review`` to show."""
+    import shutil
+
+    from ..tone.rebalance import pipeline_generate_fn, rebalance
+    from ..tone.synthetic import TONE_GROUPS
+
+    codes = {g: str(i) for i, g in enumerate(TONE_GROUPS)}
+    others = [codes[g] for g in TONE_GROUPS if g != target]
+    with open(out / "data" / "metadata.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    goal = {}
+    for dx in ("benign", "malignant"):
+        for tone in others:
+            goal[(dx, tone)] = per_cell + sum(r["benign_malignant"] == dx and r["skin_tone"] == tone for r in rows)
+    shutil.rmtree(out / "rebalanced", ignore_errors=True)
+    generate_fn = pipeline_generate_fn(pipe, steps=kw["steps"], guidance_scale=kw["guidance_scale"],
+                                       height=kw["size"], width=kw["size"])
+    return rebalance(out / "data", out / "rebalanced", generate_fn, target=goal, max_tries=3, seed=cfg.train.seed,
+                     adapter=cfg.output.dir, progress=False, link=True)
 
 
 def save_before_after_grid(cfg, builder, path: Path) -> Path:
@@ -115,9 +143,12 @@ def _print_result(result: dict) -> None:
     print(f"LoRA target: {t} ({b['in_group']:.0%} -> {a['in_group']:.0%} in group, {b['in_core']:.0%} -> "
           f"{a['in_core']:.0%} in core, mean ITA {b['mean_ita']:.1f} -> {a['mean_ita']:.1f})")
     print("\nDemo finished. Everything it wrote:")
-    for key in ("dataset", "adapter", "config", "grid"):
-        print(f"  {key:<9} {result[key]}")
+    for key in ("dataset", "adapter", "config", "grid", "rebalanced"):
+        print(f"  {key:<10} {result[key]}")
     print(f"  final loss {result['final_loss']:.4f}, training {result['train_seconds']} s, "
           f"total {result['total_seconds']} s")
     print("Load the adapter with plain diffusers: pipe.load_lora_weights('" + str(Path(result["adapter"]).parent)
           + "')")
+    print(f"\nRebalanced: {result['rebalance_added']} checked synthetic images added in "
+          f"{result['rebalance_seconds']} s. Review them in your browser (keyboard: A accept, 1-7 + R reject):")
+    print(f"  dermdiff-lora review {result['rebalanced']} --reader YOUR_NAME")

@@ -58,6 +58,7 @@ def _register_downstream(sub) -> None:
     p.add_argument("dataset", help="the real dataset folder (all splits)")
     p.add_argument("--split", required=True, help="split file from `dermdiff-lora split`")
     p.add_argument("--synthetic", required=True, help="a `rebalance` output folder (synthetic rows join train)")
+    p.add_argument("--include-unreviewed", action="store_true", help="also the images no reader reviewed (default: accepted only)")
     p.add_argument("--adapter", help="the LoRA run that made the synthetic images (its training data is "
                                      "checked against the split); required unless the rebalance records it")
     p.add_argument("--out", required=True, help="folder for downstream.json/.txt/.png and predictions/")
@@ -156,7 +157,8 @@ def cmd_downstream(args) -> int:
                              label_column=args.label_column, tone_column=args.tone_column,
                              positive_class=args.positive_class, n_boot=args.n_boot, overrides=args.overrides,
                              overwrite=args.overwrite, duplicates=args.duplicates, arms=args.arms,
-                             counterfactual=not args.no_counterfactual)
+                             counterfactual=not args.no_counterfactual,
+                             include_unreviewed=args.include_unreviewed)
     downstream(opts)
     print((Path(args.out) / TABLE_FILE).read_text(encoding="utf-8").rstrip())
     print(f"\nwrote {args.out}: downstream.json, downstream.txt, downstream.png, predictions/, lab_images/")

@@ -28,6 +28,8 @@ def register(sub) -> None:
                                         "<data.dir>_audit/; 'none': none). Held-out images listed there, or found "
                                         "by pixels (exact, mirrored, pHash <= 8 of 64 bits), as copies of training "
                                         "images are left out of the memorisation threshold and named as leakage")
+    p.add_argument("--include-unreviewed", action="store_true",
+                   help="a reviewed rebalance folder: also use the images no reader saw (default: accepted only)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two eval.json files side by side")
     p.add_argument("--force", action="store_true", help="with --compare: also across extractors or sizes")
@@ -46,7 +48,8 @@ def cmd_evaluate(args) -> int:
                            extractor=args.extractor, model_id=args.model_id, per_cell=args.per_cell,
                            seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
                            tone_column=args.tone_column, base_only=args.base_only, memorisation=not args.no_memorisation,
-                           duplicates=args.duplicates, overrides=args.overrides, overwrite=args.overwrite)
+                           duplicates=args.duplicates, overrides=args.overrides, overwrite=args.overwrite,
+                           include_unreviewed=args.include_unreviewed)
     result = evaluate(opts)
     print(format_table(result))
     return 0

@@ -71,6 +71,7 @@ class DownstreamOptions:
     duplicates: str | None = None  # duplicates.csv (default: beside data.tones, else <dataset>_audit/; "none")
     arms: str | list[str] | None = "all"  # real, real+resample, real+lab, real+synthetic (comma-separated)
     counterfactual: bool = True  # flip rates of test images shifted into each other tone group
+    include_unreviewed: bool = False  # a reviewed rebalance folder: also the images no reader saw
 
 
 def seed_list(seeds: int | list[int] | str) -> list[int]:
@@ -142,7 +143,8 @@ def _read(opts: DownstreamOptions, cfg, splits) -> tuple[list, list, str, str]:
             raise DataError(f"split file {opts.split} puts no image of {opts.dataset} in {split}; write a "
                             "split with enough patients in every split")
     classes = sorted({s.label for s in real})
-    synthetic = read_synthetic(cfg.data, maps, label_col, tone_col, opts.synthetic, classes)
+    synthetic = read_synthetic(cfg.data, maps, label_col, tone_col, opts.synthetic, classes,
+                               include_unreviewed=opts.include_unreviewed)
     return real, synthetic, label_col, tone_col
 
 

@@ -3,7 +3,8 @@
 Real images come from a dataset folder indexed with the run's data settings (``data.dataset.index_dataset``:
 file column, bad-image policy, value maps); each image gets its label word (the diagnosis column through
 its value map, e.g. "malignant") and its tone group word (e.g. "darker"), and its split from the split
-file. Synthetic images are the ``synthetic`` rows of a ``rebalance`` output folder; they go to train only.
+file. Synthetic images are the ``synthetic`` rows of a ``rebalance`` output folder; they go to train only,
+and where a clinician review wrote its ``review`` columns, only the accepted ones (``data.reviewed``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..core.errors import ConfigError, DataError
 from ..core.prompts import PromptBuilder, from_config, normalize_value
 from ..data import duplicates as dup
 from ..data.dataset import index_dataset, pick_file_column, read_metadata
+from ..data.reviewed import filter_reviewed
 from ..data.splits import Splits, make_splits, read_split_file, write_split_file
 from ..eval.inputs import is_synthetic
 
@@ -57,16 +59,21 @@ def dataset_settings(data_cfg, folder: str | os.PathLike):
 
 
 def read_samples(data_cfg, value_maps, label_col: str, tone_col: str, *,
-                 synthetic: bool = False) -> list[Sample]:
-    """Real rows (or, ``synthetic``, only generated rows) of ``data_cfg.dir`` as samples (split unset)."""
+                 synthetic: bool = False, include_unreviewed: bool | None = None) -> list[Sample]:
+    """Real rows (or, ``synthetic``, only generated rows) of ``data_cfg.dir`` as samples (split unset);
+    with ``include_unreviewed`` not None, only the rows a clinician review accepted where it wrote its
+    columns (``data.reviewed.filter_reviewed``)."""
     builder = _builder(value_maps, label_col, tone_col)
     index = index_dataset(data_cfg, builder)
     if not index.records:
         return []
     file_col = pick_file_column(list(index.records[0].row), data_cfg.file_column, index.folder)
+    records = [r for r in index.records if is_synthetic(r.row) == synthetic]
+    if include_unreviewed is not None:
+        records, _ = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
+                                     where=str(data_cfg.dir))
     return [Sample(r.path, str(r.row[file_col]), builder.word(label_col, r.row[label_col]),
-                   builder.word(tone_col, r.row[tone_col]), synthetic=synthetic)
-            for r in index.records if is_synthetic(r.row) == synthetic]
+                   builder.word(tone_col, r.row[tone_col]), synthetic=synthetic) for r in records]
 
 
 def assign_splits(samples: Sequence[Sample], splits: Splits, where: str | os.PathLike) -> list[Sample]:
@@ -89,15 +96,19 @@ def assign_splits(samples: Sequence[Sample], splits: Splits, where: str | os.Pat
 
 
 def read_synthetic(data_cfg, value_maps, label_col: str, tone_col: str, folder: str | os.PathLike,
-                   classes: Sequence[str]) -> list[Sample]:
-    """The synthetic rows of a rebalance output folder (train split); DataError if none, or unknown labels."""
+                   classes: Sequence[str], *, include_unreviewed: bool = False) -> list[Sample]:
+    """The synthetic rows of a rebalance output folder (train split) — those a clinician review accepted
+    where one was written back (``include_unreviewed``: also those no reader saw); DataError if none, or
+    unknown labels."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"synthetic folder {folder} does not exist; pass a `rebalance` output folder")
-    found = read_samples(dataset_settings(data_cfg, folder), value_maps, label_col, tone_col, synthetic=True)
+    found = read_samples(dataset_settings(data_cfg, folder), value_maps, label_col, tone_col, synthetic=True,
+                         include_unreviewed=include_unreviewed)
     if not found:
-        raise DataError(f"{folder}: no rows marked synthetic=true; pass a `rebalance` output folder (its "
-                        "metadata has a synthetic column)")
+        raise DataError(f"{folder}: no rows marked synthetic=true, or none a clinician review accepted; pass "
+                        "a `rebalance` output folder (its metadata has a synthetic column), or "
+                        "--include-unreviewed")
     for s in found:
         if s.label not in classes:
             raise DataError(f"{folder}: synthetic image {s.file} has {label_col} {s.label!r}, which no real "

@@ -20,6 +20,7 @@ from ..core.fsutil import atomic_write
 from ..core.prompts import PromptBuilder, from_config
 from ..data import duplicates as dup
 from . import inputs, leakage
+from .matches_csv import MEMORISATION_FILE, write_memorisation_csv
 from .memorization import save_pairs_png
 from .report import closest_pairs, evaluate_sets, format_table, save_chart
 
@@ -47,6 +48,7 @@ class EvaluateOptions:
     duplicates: str | None = None  # duplicates.csv (default: beside the run's data.tones, else <data.dir>_audit/)
     overrides: list[str] = field(default_factory=list)  # key=value on top of the saved config
     overwrite: bool = False
+    include_unreviewed: bool = False  # a reviewed rebalance folder: also the images no reader saw
 
 
 def run_config(opts: EvaluateOptions) -> tuple[config_mod.Config, str | None]:
@@ -90,8 +92,10 @@ def evaluate(opts: EvaluateOptions) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pairs, lists = dup.load_all(opts.duplicates, cfg.data) if train is not None else ([], None)
+    matches: list = []
     result = evaluate_sets(real, generated, train, extractor=opts.extractor, model_id=opts.model_id,
                            device=device, seed=opts.seed, duplicates=[(p.id_a, p.id_b) for p in pairs],
+                           matches_out=matches,
                            **_tone_args(builder, opts.tone_column))
     if train is not None:
         result["memorisation"]["leakage"]["lists"] = lists
@@ -101,6 +105,8 @@ def evaluate(opts: EvaluateOptions) -> dict:
                         "adapter": opts.adapter or source, "base_only": opts.base_only, "train": cfg.data.dir if train is not None else None,
                         "columns": columns, "template": builder.template}
     _write_outputs(out, result, generated, train)
+    if train is not None:
+        write_memorisation_csv(out / MEMORISATION_FILE, matches, generated, train)
     return result
 
 
@@ -126,7 +132,8 @@ def _out_dir(opts: EvaluateOptions) -> Path:
 
 def _generated(opts: EvaluateOptions, cfg, builder: PromptBuilder, columns: list[str], out: Path) -> list:
     if opts.generated:
-        return inputs.generated_items(opts.generated, cfg.data, builder, columns)
+        return inputs.generated_items(opts.generated, cfg.data, builder, columns,
+                                      include_unreviewed=opts.include_unreviewed)
     if not opts.adapter:
         raise ConfigError("evaluate needs --generated FOLDER, or --adapter RUN to render images from")
     from ..generation.generate import GenerateSettings, generate

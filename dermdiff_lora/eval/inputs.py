@@ -16,6 +16,7 @@ from pathlib import Path
 from ..core.errors import DataError
 from ..core.prompts import PromptBuilder
 from ..data.dataset import index_dataset
+from ..data.reviewed import filter_reviewed
 from .report import EvalItem
 
 GROUP_COLUMNS = ("patient_id", "lesion_id")  # who an image belongs to (memorisation excludes them)
@@ -28,13 +29,18 @@ def is_synthetic(row: dict) -> bool:
 
 
 def dataset_items(data_cfg, builder: PromptBuilder, columns: list[str], *, synthetic: bool = False,
-                  group_columns: tuple[str, ...] = GROUP_COLUMNS) -> list[EvalItem]:
-    """One item per usable image of the dataset: real rows only, or (``synthetic``) generated rows only."""
+                  group_columns: tuple[str, ...] = GROUP_COLUMNS,
+                  include_unreviewed: bool | None = None) -> list[EvalItem]:
+    """One item per usable image of the dataset: real rows only, or (``synthetic``) generated rows only;
+    with ``include_unreviewed`` not None, only rows a clinician review accepted where the metadata has
+    ``review`` columns (``data.reviewed``)."""
     index = index_dataset(data_cfg, builder)
+    records = [r for r in index.records if is_synthetic(r.row) == synthetic]
+    if include_unreviewed is not None:
+        records, _ = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
+                                     where=str(data_cfg.dir))
     items = []
-    for record in index.records:
-        if is_synthetic(record.row) != synthetic:
-            continue
+    for record in records:
         group = next((str(record.row[c]) for c in group_columns if record.row.get(c) not in (None, "")), None)
         cell = tuple(builder.word(c, record.row[c]) for c in columns)
         items.append(EvalItem(record.path, cell, group=group, image_id=str(record.path.resolve()), key=record.key))
@@ -42,8 +48,10 @@ def dataset_items(data_cfg, builder: PromptBuilder, columns: list[str], *, synth
 
 
 def generated_items(folder: str | os.PathLike, data_cfg, builder: PromptBuilder,
-                    columns: list[str]) -> list[EvalItem]:
-    """The images of a ``generate`` output folder, or the synthetic rows of a ``rebalance`` output folder."""
+                    columns: list[str], *, include_unreviewed: bool = False) -> list[EvalItem]:
+    """The images of a ``generate`` output folder, or the synthetic rows of a ``rebalance`` output folder
+    (those a clinician review accepted, where it wrote ``review`` columns; ``include_unreviewed``: also
+    those no reader saw)."""
     folder = Path(folder)
     settings = folder / "generate.json"
     if settings.is_file():
@@ -61,10 +69,11 @@ def generated_items(folder: str | os.PathLike, data_cfg, builder: PromptBuilder,
     if (folder / "metadata.csv").is_file() or (folder / "metadata.jsonl").is_file():
         plain = replace(data_cfg, dir=str(folder), preset=None, metadata=None, images=[], dataset=None, tones=None,
                         split_file=None, max_samples=None, file_column="auto")  # an imagefolder of its own
-        items = dataset_items(plain, builder, columns, synthetic=True)
+        items = dataset_items(plain, builder, columns, synthetic=True, include_unreviewed=include_unreviewed)
         if items:
             return items
-        raise DataError(f"{folder}: no rows marked synthetic (a rebalance output has a synthetic column)")
+        raise DataError(f"{folder}: no rows marked synthetic (a rebalance output has a synthetic column), or "
+                        "none a clinician review accepted (--include-unreviewed also uses unreviewed ones)")
     raise DataError(f"{folder} is neither a `generate` output (generate.json) nor a `rebalance` output "
                     "(metadata with a synthetic column)")
 

@@ -86,7 +86,8 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
                   duplicates: Iterable[tuple[str, str] | str] = (), find_copies: bool = True,
                   near_cutoff: int = NEAR_CUTOFF, top_k: int = TOP_K, percentile: float = PERCENTILE, estimate: Callable[[Image.Image], object] | None = None,
                   categorize: Callable[[float], str] | None = None,
-                  prompted_group: Callable[[Hashable], str | None] | None = None) -> dict:
+                  prompted_group: Callable[[Hashable], str | None] | None = None,
+                  matches_out: list | None = None) -> dict:
     """FID/KID (``fid.cell_figures``), MS-SSIM of each side, tone statistics (where ITAs are known or
     ``estimate`` is given) and, with ``train``, memorisation, per cell and overall.
 
@@ -98,6 +99,7 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
     either order, through groups of copies) joins to a training image, and (``find_copies``) those the
     duplicate finder pairs with one (exact, mirrored, or pHash within ``near_cutoff`` bits). A single id in
     ``duplicates`` is never matched.
+    ``matches_out`` (a list) receives every generated image's ``Match`` (for ``memorisation.csv``).
     """
     _check_sets(real, generated, train)
     module, info = load_extractor(extractor, model_id, device)
@@ -113,7 +115,8 @@ def evaluate_sets(real: Sequence[EvalItem], generated: Sequence[EvalItem],
     if train is not None:
         result["memorisation"] = _add_memorisation(
             result, module, (real, real_images), (generated, gen_images), train, batch_size=batch_size,
-            duplicates=list(duplicates), copies=(find_copies, near_cutoff), top_k=top_k, percentile=percentile)
+            duplicates=list(duplicates), copies=(find_copies, near_cutoff), top_k=top_k, percentile=percentile,
+            matches_out=matches_out)
     return jsonable(result)
 
 
@@ -175,7 +178,7 @@ def _add_tone(result: dict, real: tuple, generated: tuple, estimate: Callable | 
 
 def _add_memorisation(result: dict, module: FeatureExtractor, real: tuple, generated: tuple,
                       train: Sequence[EvalItem], *, batch_size: int, duplicates: list, copies: tuple[bool, int],
-                      top_k: int, percentile: float) -> dict:
+                      top_k: int, percentile: float, matches_out: list | None = None) -> dict:
     """Threshold from the held-out real images (copies of training images left out), then per-cell summaries
     of the generated images."""
     train_images = load_images(train)
@@ -192,6 +195,8 @@ def _add_memorisation(result: dict, module: FeatureExtractor, real: tuple, gener
     leaked["finder"] = {"near_cutoff_bits": copies[1], "near_pixels": NEAR_PIXELS} if copies[0] else None
     matches = nearest(*features_with_flip(module, generated[1], batch_size), train_f)
     add_ssim(matches, generated[1], train_images, SSIM_SIZE)
+    if matches_out is not None:
+        matches_out.extend(matches)
     summary = summarise(matches, [it.cell for it in generated[0]], info["threshold"], top_k)
     for part in [*summary["cells"].values(), summary["overall"]]:
         for pair in part["top"]:

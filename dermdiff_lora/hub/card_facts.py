@@ -26,6 +26,7 @@ AUDIT_FILE = "audit.json"
 AUDIT_SUMMARY = "tones_summary.json"  # written by the skin-tone audit next to <data>_audit/tones.csv
 DOWNSTREAM_FILE = "downstream.json"  # `dermdiff-lora downstream --out` this folder, or `card --downstream`
 EVAL_FILES = ("eval.json", "eval_results.json")  # `evaluate` output first, then a hand-made results file
+REVIEW_FILE = "review/review.json"  # `dermdiff-lora review --report` in the rebalance folder evaluated or used
 PAPER = "[DermDiff](https://arxiv.org/abs/2503.17536)"
 SD1_IDS = {"compvis/stable-diffusion-v1-1", "compvis/stable-diffusion-v1-2", "compvis/stable-diffusion-v1-3",
            "compvis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5",
@@ -52,6 +53,7 @@ class Facts:
     downstream: dict[str, Any] | None
     grid: str | None  # path relative to the folder
     data: dict | None = None  # what training read (summary.json "data": source, tone sources, licence)
+    review: dict | None = None  # the clinician review of the synthetic images evaluated or used downstream
 
 
 def find_grid(folder: str | os.PathLike) -> Path | None:
@@ -103,13 +105,26 @@ def read_facts(folder: str | os.PathLike, *, audit: str | os.PathLike | None = N
     evals = Path(eval_results) if eval_results else next(
         (folder / name for name in EVAL_FILES if (folder / name).is_file()), folder / EVAL_FILES[0])
     grid = find_grid(folder)
+    evals = _read_json(evals) if evals.is_file() or eval_results else None
+    down = Path(downstream or folder / DOWNSTREAM_FILE)
+    down = _read_json(down) if down.is_file() or downstream else None
     return Facts(kind=kind, base=meta.get("base_model") or (cfg.model.base if cfg else "") or "unknown",
                  revision=meta.get("base_revision") or (cfg.model.revision if cfg else None), meta=meta, cfg=cfg,
-                 summary=summary, builder=builder, counts=counts, counts_source=source,
-                 evals=_read_json(evals) if evals.is_file() or eval_results else None,
-                 downstream=_read_json(down) if (down := Path(downstream or folder / DOWNSTREAM_FILE)).is_file()
-                 or downstream else None,
-                 grid=grid.relative_to(folder).as_posix() if grid else None, data=data)
+                 summary=summary, builder=builder, counts=counts, counts_source=source, evals=evals,
+                 downstream=down, grid=grid.relative_to(folder).as_posix() if grid else None, data=data,
+                 review=find_review(folder, evals, down))
+
+
+def find_review(folder: Path, evals: Any, downstream: Any) -> dict | None:
+    """``review.json`` of FOLDER, else of the rebalance folder ``eval.json`` (generated) or ``downstream.json``
+    (synthetic) names; None when no review was reported."""
+    found = [folder / REVIEW_FILE]
+    for record, key in ((evals, "generated"), (downstream, "synthetic")):
+        where = (record.get("inputs") or {}).get(key) if isinstance(record, dict) else None
+        if where:
+            found.append(Path(where) / REVIEW_FILE)
+    path = next((p for p in found if p.is_file()), None)
+    return _read_json(path) if path else None
 
 
 # -------------------------------------------------------------------------------------------- counts

@@ -42,7 +42,7 @@ LIMITATIONS = """## Limitations and bias
 def body(f: Facts, repo_id: str) -> str:
     """Markdown after the front matter."""
     parts = [_intro(f, repo_id), _samples(f), _usage(f, repo_id), _prompts(f), _training(f), _data(f),
-             _evaluation(f), *_downstream(f), INTENDED_USE, LIMITATIONS, _provenance(f)]
+             _evaluation(f), *_review(f), *_downstream(f), INTENDED_USE, LIMITATIONS, _provenance(f)]
     return "\n\n".join(p.strip() for p in parts if p) + "\n"
 
 
@@ -273,6 +273,15 @@ def _downstream(f: Facts) -> list[str]:
             "added images (resampled, CIELAB tone-shifted, or this model's synthetic ones), on one "
             "patient-level split (`dermdiff-lora downstream`), test split per tone "
             f"group:\n\n```\n{result_text(f.downstream)}\n```"]
+
+
+def _review(f: Facts) -> list[str]:
+    """The clinician review (QC acceptance per cell, the blinded study), when one was reported."""
+    if not f.review:
+        return []
+    from ..review.outputs import card_section
+
+    return [card_section(f.review)]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
