@@ -57,6 +57,8 @@ class DataConfig:
     unknown_tone: str = _opt("estimate", choices=("estimate", "drop"), help="rows without a given tone: estimate (data.tones) or drop")
     fitzpatrick_groups: dict[str, str] = _opt(dict(FITZPATRICK_GROUPS), help="Fitzpatrick type 1-6 -> group "
                                               "(unlisted types: I-II lighter, III-IV brown, V-VI darker)")
+    non_neoplastic: str = _opt("benign", choices=("benign", "leave_out"), help="Fitzpatrick17k's 'non-neoplastic' "
+                               "three_partition_label (mostly inflammatory conditions): benign, or rows left out")
     file_column: str = _opt("auto", help="column naming the image file; 'auto' = file_name or image_name")
     caption_column: str = _opt("text", help="caption column, used when prompts.template is empty")
     resolution: int = _opt(512, min=8, max=4096)
