@@ -9,7 +9,7 @@ def register(sub) -> None:
     p.add_argument("--real", help="held-out real images: a dataset folder (read with the run's data settings); "
                                   "default: the test part of the run's data.split_file")
     p.add_argument("--generated", help="a `generate` or `rebalance` output folder")
-    p.add_argument("--adapter", help="the LoRA run: its saved config names template, tones and training data; "
+    p.add_argument("--adapter", help="the LoRA run folder (or its weights file): its saved config names template, tones and training data; "
                                      "without --generated, renders --per-cell images per cell from it")
     p.add_argument("--out", help="folder for eval.json, eval.txt and the charts (default: the adapter's folder)")
     p.add_argument("--extractor", default="dinov2", choices=("dinov2", "inception", "tiny-dinov2"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -66,6 +67,15 @@ def test_planted_training_copies_are_flagged_from_a_rebalance_folder(trained_lor
                            extractor="tiny-dinov2")
     memo = evaluate(opts)["overall"]["memorisation"]  # the training set comes from the recorded adapter
     assert memo["share_above_threshold"] == 1.0 and memo["n_generated"] == 4
+    # --adapter naming the weights file stands for its run folder (as in downstream): same template, same
+    # training set, so memorisation is not silently skipped
+    (fake / "rebalance_run.json").unlink()
+    from dermdiff_lora.adapters.lora import WEIGHT_NAME
+
+    result = evaluate(replace(opts, adapter=str(trained_lora / WEIGHT_NAME), out=str(tmp_path / "ev_file")))
+    assert result["inputs"]["adapter"] == str(trained_lora) and result["inputs"]["train"] == train_dir
+    assert result["inputs"]["template"] == load_saved(trained_lora).prompts.template
+    assert result["overall"]["memorisation"]["share_above_threshold"] == 1.0
 
 
 def _imagefolder(folder, rows, images):
