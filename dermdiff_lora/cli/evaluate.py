@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--extractor", default="dinov2", choices=("dinov2", "inception", "tiny-dinov2"),
                    help="feature network (default dinov2 = FD_DINOv2; inception needs the [inception] extra; "
                         "tiny-dinov2 has random weights: for tests only)")
-    p.add_argument("--model-id", help="Hub id or folder of the extractor (default facebook/dinov2-base)")
+    p.add_argument("--model-id", help="Hub id or folder of the extractor (default facebook/dinov2-large: ViT-L/14, as FD_DINOv2)")
     p.add_argument("--per-cell", type=int, default=8, help="images per cell rendered from --adapter")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=20)
