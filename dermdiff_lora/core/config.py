@@ -48,7 +48,7 @@ FITZPATRICK_GROUPS = {"1": "lighter", "2": "lighter", "3": "brown", "4": "brown"
 class DataConfig:
     dir: str | None = _opt(None, help="imagefolder with metadata.csv or metadata.jsonl, or a preset's download")
     preset: str | None = _opt(None, choices=PRESETS, help="a public dataset's layout, classes, tones and terms")
-    metadata: str | None = _opt(None, help="metadata file (.csv, .jsonl, .parquet); relative to data.dir")
+    metadata: str | None = _opt(None, help="metadata file (.csv, .tab/.tsv, .jsonl, .parquet); relative to data.dir")
     images: list[str] = _opt([], help="image folder(s), relative to data.dir (default: the metadata's folder)")
     dataset: str | None = _opt(None, help="Hub dataset user/name[@rev] or local dataset (datasets.load_dataset)")
     split: str = _opt("train", help="split of data.dataset")
