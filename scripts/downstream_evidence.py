@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs-only", action="store_true", help="rewrite them from the outputs in --out")
     args = parser.parse_args(argv)
     if args.docs_only:
-        return _docs_from(Path(args.out))
+        return _docs_from(Path(args.out), args.seed)
     import torch
 
     torch.set_num_threads(1)
@@ -106,11 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     print(timing)
     (root / "timing.txt").write_text(timing + "\n")
     if not args.no_docs:
-        _docs_from(root)
+        _docs_from(root, args.seed)
     return 0
 
 
-def _docs_from(root: Path) -> int:
+def data_line(data: Path, seed: int) -> str:
+    """What the made-up dataset holds, counted from its metadata: ``Data (...): 315 images: lighter ...``."""
+    rows = list(csv.DictReader(open(data / "metadata.csv")))
+    parts = [f"{word} {sum(r['skin_tone'] == str(i) for r in rows)} "
+             f"({sum(r['skin_tone'] == str(i) and r['benign_malignant'] == 'malignant' for r in rows)} malignant)"
+             for i, word in enumerate(TONES)]
+    return f"Data (`make_dataset`, seed {seed}, 32 px): {len(rows)} images: {', '.join(parts)}."
+
+
+def _docs_from(root: Path, seed: int) -> int:
     """Write the docs from a finished run's outputs in ``root``."""
     from dermdiff_lora.downstream.command import result_text
     from dermdiff_lora.eval.report import format_table
@@ -119,7 +128,8 @@ def _docs_from(root: Path) -> int:
     results = {name: json.loads((root / f"downstream_{name}" / "downstream.json").read_text()) for name in CLASSIFIERS}
     write_docs(Path(__file__).resolve().parent.parent, ev_text=format_table(ev),
                prior=json.loads((root / "balanced" / "rebalance_report.json").read_text()), results=results,
-               timing=(root / "timing.txt").read_text().strip(), texts={k: result_text(r) for k, r in results.items()})
+               timing=(root / "timing.txt").read_text().strip(), texts={k: result_text(r) for k, r in results.items()},
+               data=data_line(root / "data", seed))
     return 0
 
 
@@ -154,6 +164,9 @@ def _cell(entry: dict | None) -> str:
     if not entry or entry.get("value") is None:
         return "n/a"
     text = f"{entry['value']:.2f}"
+    if "by_seed" in entry:  # mean over seeds: their spread, not a mean of per-seed interval ends
+        sd = entry.get("sd_over_seeds")
+        return text + (f" ± {sd:.2f}" if sd is not None else "")
     return text + (f" [{entry['low']:.2f}, {entry['high']:.2f}]" if entry.get("low") is not None else "")
 
 
@@ -167,7 +180,8 @@ def _verdict(result: dict, arm: str) -> str:
 
 
 def summary_table(results: dict) -> list[str]:
-    """One row per classifier x arm: test figures with 95 % intervals, the paired verdict, the flip rate."""
+    """One row per classifier x arm: test figures (mean ± sd over seeds), the paired verdict, the flip rate
+    (mean over seeds, 95 % bootstrap interval over source images)."""
     lines = ["| classifier | arm | train images | bal. acc. | worst-group AUC | darker sensitivity | "
              "darker specificity | equalized-odds gap | flip rate | vs real only (paired) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -196,15 +210,16 @@ def prior_lines(prior: dict) -> list[str]:
             f"images before -> after: {shares}."]
 
 
-def write_docs(root: Path, *, ev_text: str, prior: dict, results: dict, timing: str, texts: dict) -> None:
+def write_docs(root: Path, *, ev_text: str, prior: dict, results: dict, timing: str, texts: dict,
+               data: str) -> None:
     """Replace the text between the markers in README.md and docs/downstream_evidence.md."""
     first = next(iter(results.values()))
     setup = (f"Test split {first['counts']['test']} images, validation {first['counts']['val']}, real train "
              f"{first['counts']['train_real']}; seeds {', '.join(map(str, first['seeds']))}; threshold by "
              f"Youden's J on val per arm and seed; bootstrap B = {first['comparison']['bootstrap']['n_boot']}. "
              f"Produced by `scripts/downstream_evidence.py`; {timing}.")
-    readme = [*prior_lines(prior), "", *summary_table(results), "", setup]
-    docs = ["### Rebalance", "", *prior_lines(prior), "", "### What evaluate says about the synthetic images",
+    readme = [data, "", *prior_lines(prior), "", *summary_table(results), "", setup]
+    docs = [data, "", "### Rebalance", "", *prior_lines(prior), "", "### What evaluate says about the synthetic images",
             "", "```", ev_text, "```"]
     for name, text in texts.items():
         docs += ["", f"### {NAMES.get(name, name)}", "", "```", text, "```"]

@@ -4,7 +4,9 @@ the final weights must equal an uninterrupted run's bit for bit (CPU, one thread
 Kills come first at the named crash points (``core.killpoints``: during the latent-cache write, inside a
 checkpoint save before its state file, during checkpoint pruning, between the adapter and summary.json),
 then at random moments. After every kill the run folder is checked: no half-written summary, adapter,
-checkpoint or cache file is ever taken as complete.
+checkpoint or cache file is ever taken as complete. Every run that got as far as saying where it started
+(``resumed_from=`` in its log, and in the final ``summary.json``) must have resumed from the latest complete
+checkpoint: a run that ignored the checkpoints and started over would end with the same weights on the CPU.
 
     PYTHONPATH=. .venv/bin/python scripts/kill_soak.py --mode lora --kills 50 --out outputs/soak
     PYTHONPATH=. .venv/bin/python scripts/kill_soak.py --mode full --kills 50 --out outputs/soak
@@ -63,6 +65,23 @@ def check_folder(out: Path, mode: str) -> None:
         json.loads((folder / STATE_FILE).read_text())
 
 
+def latest_step(out: Path) -> int | None:
+    """The step of the newest complete checkpoint in ``out`` (None: none), what train.resume=latest must take."""
+    from dermdiff_lora.training.checkpoint import list_checkpoints
+
+    found = list_checkpoints(out)
+    return int(found[-1].name.removeprefix("step-")) if found else None
+
+
+def logged_resume(err: str) -> int | None | str:
+    """The ``resumed_from`` a run logged (``"absent"`` when killed before it said)."""
+    lines = [line for line in err.splitlines() if line.startswith("resumed_from=")]
+    if not lines:
+        return "absent"
+    value = lines[-1].split(":", 1)[0].removeprefix("resumed_from=")
+    return None if value == "null" else int(value)
+
+
 def run_once(cmd: list[str], env: dict[str, str], kill_after: float | None) -> tuple[int, str]:
     """Run to the end, to a kill point, or until SIGKILLed after ``kill_after`` seconds."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -87,12 +106,15 @@ def soak(data: Path, root: Path, mode: str, kills: int, *, steps: int = 12, seed
     if code != 0:
         raise RuntimeError(f"reference run failed ({code}): {err[-2000:]}")
     shutil.rmtree(cache / "latents", ignore_errors=True)  # the soak builds (and is killed in) its own cache
-    hit, done, runs = [], 0, 0
+    hit, done, runs, resumes = [], 0, 0, []  # resumes: (latest checkpoint before the run, what it logged)
     while done < kills:
         point = named[done] if done < len(named) else None
+        expected = latest_step(soaked)
         code, err = run_once(command(data, soaked, mode, steps), environment(cache, point),
                              None if point else rng.uniform(*window))
         runs += 1
+        if (said := logged_resume(err)) != "absent":
+            resumes.append((expected, said))
         if code == 0:  # finished before the kill: start the soak's run over so every kill lands in a live run
             shutil.rmtree(soaked)
             continue
@@ -101,13 +123,25 @@ def soak(data: Path, root: Path, mode: str, kills: int, *, steps: int = 12, seed
         hit += [line.split()[1] for line in err.splitlines() if line.startswith("killpoint ")]
         check_folder(soaked, mode)
         done += 1
+    expected = latest_step(soaked)
     code, err = run_once(command(data, soaked, mode, steps), environment(cache), None)
     if code != 0:
         raise RuntimeError(f"final resume failed ({code}): {err[-2000:]}")
+    final = json.loads((soaked / "summary.json").read_text())["resumed_from"]
+    resumes.append((expected, logged_resume(err)))
     a, b = load_file(str(reference / WEIGHTS[mode])), load_file(str(soaked / WEIGHTS[mode]))
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     return {"mode": mode, "kills": done, "runs": runs + 1, "named_points_hit": hit, "steps": steps,
-            "tensors": len(a), "same_keys": sorted(a) == sorted(b), "max_abs_weight_difference": diff}
+            "tensors": len(a), "same_keys": sorted(a) == sorted(b), "max_abs_weight_difference": diff,
+            "final_resumed_from": final, "final_expected_resumed_from": expected,
+            "resumes_checked": len(resumes), "resumed_from_a_checkpoint": sum(e is not None for e, _ in resumes),
+            "resume_mismatches": [(e, s) for e, s in resumes if e != s]}
+
+
+def passed(result: dict) -> bool:
+    """Same weights, and every run resumed where it had to (the final one from a checkpoint)."""
+    return (result["max_abs_weight_difference"] == 0.0 and result["same_keys"] and not result["resume_mismatches"]
+            and result["final_resumed_from"] == result["final_expected_resumed_from"] is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     result = soak(data, root, args.mode, args.kills, steps=args.steps, seed=args.seed)
     result["minutes"] = round((time.time() - t0) / 60, 1)
     print(json.dumps(result, indent=2))
-    return 0 if result["max_abs_weight_difference"] == 0.0 and result["same_keys"] else 1
+    return 0 if passed(result) else 1
 
 
 if __name__ == "__main__":

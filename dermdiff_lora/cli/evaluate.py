@@ -9,13 +9,13 @@ def register(sub) -> None:
     p.add_argument("--real", help="held-out real images: a dataset folder (read with the run's data settings); "
                                   "default: the test part of the run's data.split_file")
     p.add_argument("--generated", help="a `generate` or `rebalance` output folder")
-    p.add_argument("--adapter", help="the LoRA run: its saved config names template, tones and training data; "
+    p.add_argument("--adapter", help="the LoRA run folder (or its weights file): its saved config names template, tones and training data; "
                                      "without --generated, renders --per-cell images per cell from it")
     p.add_argument("--out", help="folder for eval.json, eval.txt and the charts (default: the adapter's folder)")
     p.add_argument("--extractor", default="dinov2", choices=("dinov2", "inception", "tiny-dinov2"),
                    help="feature network (default dinov2 = FD_DINOv2; inception needs the [inception] extra; "
                         "tiny-dinov2 has random weights: for tests only)")
-    p.add_argument("--model-id", help="Hub id or folder of the extractor (default facebook/dinov2-base)")
+    p.add_argument("--model-id", help="Hub id or folder of the extractor (default facebook/dinov2-large: ViT-L/14, as FD_DINOv2)")
     p.add_argument("--per-cell", type=int, default=8, help="images per cell rendered from --adapter")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=20)

@@ -48,7 +48,7 @@ FITZPATRICK_GROUPS = {"1": "lighter", "2": "lighter", "3": "brown", "4": "brown"
 class DataConfig:
     dir: str | None = _opt(None, help="imagefolder with metadata.csv or metadata.jsonl, or a preset's download")
     preset: str | None = _opt(None, choices=PRESETS, help="a public dataset's layout, classes, tones and terms")
-    metadata: str | None = _opt(None, help="metadata file (.csv, .jsonl, .parquet); relative to data.dir")
+    metadata: str | None = _opt(None, help="metadata file (.csv, .tab/.tsv, .jsonl, .parquet); relative to data.dir")
     images: list[str] = _opt([], help="image folder(s), relative to data.dir (default: the metadata's folder)")
     dataset: str | None = _opt(None, help="Hub dataset user/name[@rev] or local dataset (datasets.load_dataset)")
     split: str = _opt("train", help="split of data.dataset")
@@ -57,6 +57,8 @@ class DataConfig:
     unknown_tone: str = _opt("estimate", choices=("estimate", "drop"), help="rows without a given tone: estimate (data.tones) or drop")
     fitzpatrick_groups: dict[str, str] = _opt(dict(FITZPATRICK_GROUPS), help="Fitzpatrick type 1-6 -> group "
                                               "(unlisted types: I-II lighter, III-IV brown, V-VI darker)")
+    non_neoplastic: str = _opt("benign", choices=("benign", "leave_out"), help="Fitzpatrick17k's 'non-neoplastic' "
+                               "three_partition_label (mostly inflammatory conditions): benign, or rows left out")
     file_column: str = _opt("auto", help="column naming the image file; 'auto' = file_name or image_name")
     caption_column: str = _opt("text", help="caption column, used when prompts.template is empty")
     resolution: int = _opt(512, min=8, max=4096)

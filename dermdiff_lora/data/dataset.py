@@ -31,6 +31,7 @@ from .tables import (
     ImageRef,
     InTable,
     Table,
+    draft_jpeg,
     find_image,
     find_metadata,
     open_image,
@@ -191,9 +192,15 @@ def _problems(refs: list, data_cfg) -> Iterator[str | None]:
 
 
 def _check_image(path: Path) -> str | None:
+    """The image's problem, or None. ``verify()`` checks the structure (PNG checksums) but not JPEG data, so
+    the image is decoded too: a JPEG at 1/8 scale (libjpeg still reads every entropy-coded byte, so a
+    truncated file fails; ~0.6 of a full decode's time on a 4000x3000 photo)."""
     try:
         with Image.open(path) as im:
             im.verify()
+        with Image.open(path) as im:
+            draft_jpeg(im, 1)
+            im.load()
     except Exception as exc:  # PIL raises many types for corrupt files
         return f"image {path} is unreadable ({type(exc).__name__}: {exc})"
     return None

@@ -60,14 +60,31 @@ class Preset:
     tone_column: str | None = None  # Fitzpatrick type column
     missing_images: str = "error"  # "skip": images are not distributed (counted when absent)
     synthetic_column: str | None = None  # rows whose value says "synthetic" are never used as real
+    malignancy_aliases: tuple[str, ...] = ()  # the malignancy column's name in older releases of the metadata
+    choices: dict[str, str] = field(default_factory=dict)  # class value -> data.* setting: benign or leave_out
+    notes: dict[str, str] = field(default_factory=dict)  # class value -> why its mapping is a choice
 
-    def describe(self) -> dict:
+    def mapping(self, data_cfg) -> dict[str, str]:
+        """The benign/malignant mapping a run uses: the preset's, with its settable classes as configured."""
+        settings = {value: getattr(data_cfg, key) for value, key in self.choices.items()}
+        return {**self.malignancy, **{v: "benign" if how == "benign" else "" for v, how in settings.items()}}
+
+    def describe(self, mapping: dict[str, str] | None = None, column: str | None = None) -> dict:
+        mapping = self.malignancy if mapping is None else mapping
+        words = [f"{k} -> {v or 'left out'}" + (f" ({self.notes[k]})" if k in self.notes else "")
+                 + (f" (data.{self.choices[k]})" if k in self.choices else "") for k, v in mapping.items()]
         return {"preset": self.name, "title": self.title, "classes_column": self.classes_column,
-                "malignancy": f"{self.malignancy_column}: " + ", ".join(
-                    f"{k} -> {v or 'left out'}" for k, v in self.malignancy.items()),
+                "malignancy": f"{column or self.malignancy_column}: " + ", ".join(words),
                 "fitzpatrick_column": self.tone_column, "split_column": self.split_column}
 
+    def malignancy_column_in(self, columns: list[str]) -> str:
+        """The malignancy column these metadata use: the current name, else an older one present."""
+        return next((c for c in (self.malignancy_column, *self.malignancy_aliases) if c in columns),
+                    self.malignancy_column)
 
+
+PAD_PARTS = tuple(f"{top}imgs_part_{n}{inner}" for top in ("images/", "") for n in (1, 2, 3)
+                  for inner in ("", f"/imgs_part_{n}"))
 ISIC_ATTRIBUTION = "International Skin Imaging Collaboration (ISIC), https://www.isic-archive.com"
 _P = [
     Preset("isic_archive", "ISIC Archive (isic-cli download)",
@@ -89,17 +106,24 @@ _P = [
                    "Rotemberg V. et al., A patient-centric dataset of images and metadata for identifying "
                    "melanomas using clinical context, Sci Data 8, 34 (2021); " + ISIC_ATTRIBUTION),
            "patient_id"),
+    # Dataverse serves HAM10000_metadata.tab (its tab-separated ingest, with a `dataset` column) and
+    # HAM10000_images_part1.zip / part2.zip of flat JPEGs (unpacked into folders of those names, or straight
+    # into data.dir); the Kaggle mirror has HAM10000_metadata.csv and HAM10000_images_part_1/, _part_2/.
     Preset("ham10000", "HAM10000",
-           (Layout("dataverse", "HAM10000_metadata.csv",
-                   ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images")),),
+           tuple(Layout(name, metadata, ("HAM10000_images_part1", "HAM10000_images_part2", "HAM10000_images_part_1",
+                                         "HAM10000_images_part_2", "ham10000_images_part_1", "ham10000_images_part_2",
+                                         "HAM10000_images", "."))
+                 for name, metadata in (("dataverse", "HAM10000_metadata.tab"), ("kaggle", "HAM10000_metadata.csv"))),
            "image_id", ".jpg", "dx", "dx",
            {"mel": "malignant", "bcc": "malignant", "akiec": "malignant",
             "nv": "benign", "bkl": "benign", "df": "benign", "vasc": "benign"},
-           Licence("CC BY-NC-SA 4.0", "https://doi.org/10.7910/DVN/DBW86T", True,
+           Licence("CC BY-NC 4.0", "https://doi.org/10.7910/DVN/DBW86T", True,
                    "Tschandl P., Rosendahl C., Kittler H., The HAM10000 dataset, Sci Data 5, 180161 (2018)"),
            "lesion_id",
            {"akiec": "actinic keratosis", "bcc": "basal cell carcinoma", "bkl": "benign keratosis",
-            "df": "dermatofibroma", "mel": "melanoma", "nv": "melanocytic nevus", "vasc": "vascular lesion"}),
+            "df": "dermatofibroma", "mel": "melanoma", "nv": "melanocytic nevus", "vasc": "vascular lesion"},
+           notes={"akiec": "a choice: actinic keratoses and intraepithelial carcinoma (Bowen's disease), "
+                           "pre-malignant or in situ"}),
     Preset("fitzpatrick17k", "Fitzpatrick17k",
            (Layout("github", "fitzpatrick17k.csv", ("images", ".")),), "md5hash", ".jpg", "label",
            "three_partition_label", {"malignant": "malignant", "benign": "benign", "non-neoplastic": "benign"},
@@ -107,7 +131,9 @@ _P = [
                    "Dermatologico)", "https://github.com/mattgroh/fitzpatrick17k", True,
                    "Groh M. et al., Evaluating deep neural networks trained on clinical images in dermatology "
                    "with the Fitzpatrick 17k dataset, CVPR Workshops (2021)"),
-           None, tone_column="fitzpatrick_scale", missing_images="skip"),
+           None, tone_column="fitzpatrick_scale", missing_images="skip",
+           choices={"non-neoplastic": "non_neoplastic"},  # mostly inflammatory conditions, not benign neoplasms
+           notes={"non-neoplastic": "mostly inflammatory conditions, not benign neoplasms"}),
     Preset("ddi", "Diverse Dermatology Images (DDI)",
            (Layout("aimi", "ddi_metadata.csv", ("images", ".")),), "DDI_file", "", "disease", "malignant",
            {"true": "malignant", "false": "benign", "1": "malignant", "0": "benign"},
@@ -115,10 +141,10 @@ _P = [
                    "https://ddi-dataset.github.io", True,
                    "Daneshjou R. et al., Disparities in dermatology AI performance on a diverse, curated "
                    "clinical image set, Sci Adv 8, eabq6147 (2022)"),
-           "DDI_ID", tone_column="skin_tone"),
+           "DDI_ID", tone_column="skin_tone", malignancy_aliases=("malignancy(malig=1)",)),
     Preset("pad_ufes_20", "PAD-UFES-20",
-           (Layout("mendeley", "metadata.csv", ("images", "images/imgs_part_1", "images/imgs_part_2",
-                                                "images/imgs_part_3", "imgs_part_1", "imgs_part_2", "imgs_part_3")),),
+           # images/imgs_part_{1,2,3}.zip unpacked in place, or a mirror's imgs_part_N/imgs_part_N/*.png
+           (Layout("mendeley", "metadata.csv", ("images", *PAD_PARTS)),),
            "img_id", "", "diagnostic", "diagnostic",
            {"bcc": "malignant", "mel": "malignant", "scc": "malignant",
             "ack": "benign", "nev": "benign", "sek": "benign"},

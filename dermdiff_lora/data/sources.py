@@ -88,11 +88,14 @@ def _from_preset(data_cfg) -> Table:
         raise DataError(f"{base} has no {expected}: is data.dir the {preset.title} download "
                         f"(data.preset={preset.name})? Or name the file with data.metadata")
     rows = read_table(metadata)
-    _check_preset_columns(preset, list(rows[0]), metadata)
+    malignancy_column = preset.malignancy_column_in(list(rows[0]))
+    _check_preset_columns(preset, list(rows[0]), metadata, malignancy_column)
     check_keys([r[preset.file_column] for r in rows], metadata, preset.file_column)
+    mapping = preset.mapping(data_cfg)
     table = Table(rows, [], [r[preset.file_column] for r in rows], preset.file_column,
-                  origin={"kind": "preset", **preset.describe(), "layout": layout.name, "metadata": metadata.name})
-    _canonical(table, preset, data_cfg)
+                  origin={"kind": "preset", **preset.describe(mapping, malignancy_column), "layout": layout.name,
+                          "metadata": metadata.name, **{key: getattr(data_cfg, key) for key in preset.choices.values()}})
+    _canonical(table, preset, data_cfg, mapping, malignancy_column)
     if preset.synthetic_column:
         table.keep(["synthetic" not in r.get(preset.synthetic_column, "").lower() for r in table.rows],
                    f"synthetic image ({preset.synthetic_column}): never used as a real one")
@@ -107,20 +110,21 @@ def _from_preset(data_cfg) -> Table:
     return table
 
 
-def _check_preset_columns(preset: presets.Preset, columns: list[str], metadata: Path) -> None:
-    needed = [preset.file_column, preset.malignancy_column] + ([preset.tone_column] if preset.tone_column else [])
+def _check_preset_columns(preset: presets.Preset, columns: list[str], metadata: Path, malignancy_column: str) -> None:
+    needed = [preset.file_column, malignancy_column] + ([preset.tone_column] if preset.tone_column else [])
     missing = [c for c in dict.fromkeys(needed) if c not in columns]
     if missing:
         raise DataError(f"{metadata}: column(s) {', '.join(missing)} of the {preset.title} metadata not found "
                         f"(available: {', '.join(columns)}); is data.preset={preset.name} the right preset?")
 
 
-def _canonical(table: Table, preset: presets.Preset, data_cfg) -> None:
-    """Add benign_malignant, the tone group (from the Fitzpatrick column) and ``fitzpatrick`` to each row."""
+def _canonical(table: Table, preset: presets.Preset, data_cfg, mapping: dict[str, str], column: str) -> None:
+    """Add benign_malignant (``column`` read through ``mapping``), the tone group (from the Fitzpatrick
+    column) and ``fitzpatrick`` to each row."""
     groups = {**FITZPATRICK_GROUPS, **data_cfg.fitzpatrick_groups}
     for row in table.rows:
-        raw_class = row.get(preset.malignancy_column, "")
-        row["benign_malignant"] = preset.malignancy.get(raw_class.lower(), "")
+        raw_class = row.get(column, "")
+        row["benign_malignant"] = mapping.get(raw_class.lower(), "")
         if preset.tone_column:
             raw_tone = row.get(preset.tone_column, "")
             row["fitzpatrick"] = raw_tone

@@ -1,4 +1,4 @@
-"""Metadata tables: read a .csv / .jsonl / .parquet file into rows of strings, find images in folders.
+"""Metadata tables: read a .csv / .tab / .jsonl / .parquet file into rows of strings, find images in folders.
 
 A ``Table`` is what every source (imagefolder, metadata + image folders, preset, ``datasets`` dataset)
 becomes: one row of strings per image, where its image is, a key per row (the metadata's file value, used
@@ -24,7 +24,7 @@ from ..core.prompts import normalize_value
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 FILE_COLUMNS = ("file_name", "image_name", "image", "file", "filename")
-METADATA_SUFFIXES = (".csv", ".jsonl", ".parquet")
+METADATA_SUFFIXES = (".csv", ".tab", ".tsv", ".jsonl", ".parquet")  # .tab: Dataverse's tab-separated ingest
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ def cell(value: object) -> str:
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
-    """Rows of a .csv, .jsonl or .parquet file; every value a string (``""`` when missing)."""
+    """Rows of a .csv (or tab-separated .tab/.tsv), .jsonl or .parquet file; every value a string (``""`` when
+    missing)."""
     if path.suffix not in METADATA_SUFFIXES:
         raise DataError(f"metadata file {path} must end in {', '.join(METADATA_SUFFIXES)}")
     if not path.is_file():

@@ -20,13 +20,17 @@ _TITLES = {"sensitivity": "Sensitivity (malignant)", "specificity": "Specificity
 
 
 def _bars(report: Mapping[str, Any], groups: list[str], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Values (NaN if undefined or absent) and (2, n) error-bar lengths of ``metric`` per group."""
+    """Values (NaN if undefined or absent) and (2, n) error-bar lengths of ``metric`` per group: the bootstrap
+    interval, or ± the standard deviation over seeds for a seed-averaged report."""
     values, errs = [], []
     for g in groups:
         entry = report["per_group"].get(g, {}).get("metrics", {}).get(metric) or {}
         v = entry.get("value")
         values.append(np.nan if v is None else v)
         low, high = entry.get("low"), entry.get("high")
+        if "by_seed" in entry:
+            sd = entry.get("sd_over_seeds") or 0.0
+            low, high = (None, None) if v is None else (v - sd, v + sd)
         if v is None:
             errs.append((np.nan, np.nan))
         else:
@@ -77,6 +81,8 @@ def save_arms_chart(runs: Sequence[tuple[str, Mapping[str, Any]]], path: str | o
         ax.set_title(_TITLES[metric])
         ax.grid(axis="y", alpha=0.3)
     fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(runs), 4))
+    if any("seeds" in report for _, report in runs):
+        title = f"{title + chr(10) if title else ''}mean over seeds; error bars ± standard deviation over seeds"
     if title:
         fig.suptitle(title)
     with atomic_path(path) as tmp:

@@ -1,11 +1,13 @@
 """Average fairness reports of several training seeds into one report of the same schema.
 
-Every metric ENTRY becomes the mean over seeds of its value and of its bootstrap bounds (the bounds
-describe test-set sampling; ``sd_over_seeds`` and ``by_seed`` describe training randomness); a worst-group
-entry names the group that was worst in most seeds. Other numbers equal in every seed stay as they are,
-differing ones become their mean (e.g. the Youden threshold, with ``by_seed`` beside it); differing
-strings and lists become the list of per-seed values. ``format_table``, ``compare_table`` and
-``save_chart`` read the result like any single report.
+Every metric ENTRY becomes ``{"value": mean over seeds, "sd_over_seeds", "by_seed", "n_seeds", "n_valid",
+"reason"}``: the spread from training randomness. It has no ``low``/``high``: a mean of per-seed interval
+ends is not an interval of anything, so each seed's own bootstrap intervals stay in that seed's report. A
+worst-group entry names the group that was worst in most seeds. A threshold chosen per seed (Youden on each
+seed's validation predictions) is kept per seed (``value_by_seed``), never averaged into a rule no seed
+used; other numbers equal in every seed stay as they are, differing ones become their mean with ``by_seed``;
+differing strings and lists become the list of per-seed values. ``format_table``, ``compare_table`` and
+``save_chart`` print such a report as mean ± standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ def _entry(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The mean of one metric ENTRY over seeds, with the per-seed values and their standard deviation."""
     values = [e.get("value") for e in entries]
     defined = [v for v in values if v is not None]
-    out = {"value": _mean(values), "low": _mean([e.get("low") for e in entries]),
-           "high": _mean([e.get("high") for e in entries]),
+    out = {"value": _mean(values), "n_seeds": len(defined),
            "n_valid": min(int(e.get("n_valid") or 0) for e in entries),
            "reason": next((e.get("reason") for e in entries if e.get("reason")), None) if not defined else None,
            "by_seed": values,
@@ -66,14 +67,13 @@ def average_reports(reports: Sequence[Mapping[str, Any]], seeds: Sequence[int]) 
     if len({r.get("schema") for r in reports}) != 1:
         raise DataError("the reports have different schemas; average reports of one task only")
     out = _merge(list(reports))
-    if "threshold" in out:  # keep the header readable: the mean threshold, and every seed's own
+    if "threshold" in out:  # each seed applied its own threshold: keep them, no mean
         th = dict(out["threshold"])
         for key in ("value", "youden_j"):
             if isinstance(th.get(key), dict):
-                th[f"{key}_by_seed"] = th[key]["by_seed"]
-                th[key] = th[key]["mean"]
+                th[f"{key}_by_seed"] = th.pop(key)["by_seed"]
         out["threshold"] = th
     out["seeds"] = [int(s) for s in seeds]
-    out["averaged"] = ("mean over seeds of each value and of its bootstrap bounds; by_seed and "
-                       "sd_over_seeds give the spread from training randomness")
+    out["averaged"] = ("mean and standard deviation over seeds of each value (training randomness); each "
+                       "seed's bootstrap intervals (test-set sampling) are in its own report")
     return out

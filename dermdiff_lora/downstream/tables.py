@@ -15,10 +15,14 @@ _CELL = 22
 
 
 def cell(entry: Mapping[str, Any] | None) -> str:
-    """``0.812 [0.780, 0.845]``, ``0.812`` without an interval, or ``n/a`` when undefined."""
+    """``0.812 [0.780, 0.845]``, ``0.812`` without an interval, ``0.812 ± 0.021`` (mean ± standard deviation
+    over seeds, for a seed-averaged entry), or ``n/a`` when undefined."""
     if not entry or entry.get("value") is None:
         return "n/a"
     text = f"{entry['value']:.3f}"
+    if "by_seed" in entry:
+        sd = entry.get("sd_over_seeds")
+        return text + (f" ± {sd:.3f}" if sd is not None else f" ({entry.get('n_seeds', 1)} seed)")
     if entry.get("low") is not None:
         text += f" [{entry['low']:.3f}, {entry['high']:.3f}]"
     return text
@@ -28,18 +32,32 @@ def header(report: Mapping[str, Any]) -> list[str]:
     """Lines naming the task, decision rule/threshold, bootstrap settings and sample counts."""
     boot, overall = report["bootstrap"], report["overall"]
     if report["task"] == "binary":
-        th = report["threshold"]
-        how = th["method"] + (f", J={th['youden_j']:.3f} on {th['n']} validation samples"
-                              if th["method"] == "youden" else "")
-        first = f"binary (malignant = positive); malignant if score >= {th['value']:.4f} ({how})"
+        first = f"binary (malignant = positive); {_rule(report['threshold'])}"
         counts = f"{overall['n_positive']} malignant, {overall['n_negative']} benign"
     else:
         first = f"{len(report['classes'])} classes ({', '.join(report['classes'])}); prediction = argmax"
         counts = ", ".join(f"{c} {n}" for c, n in overall["class_counts"].items())
     intervals = (f"{boot['level']:.0%} percentile intervals, B={boot['n_boot']} resamples within each group, "
                  f"seed {boot['seed']}" if boot["n_boot"] else "no bootstrap intervals (B=0)")
-    return [f"Task: {first}", f"Bootstrap: {intervals}",
+    if "seeds" in report:
+        seeds = ", ".join(map(str, report["seeds"]))
+        intervals = (f"figures are mean ± standard deviation over {len(report['seeds'])} training seeds ({seeds}); "
+                     f"each seed's own {intervals} are in its report (per_seed)")
+    return [f"Task: {first}", f"{'Seeds' if 'seeds' in report else 'Bootstrap'}: {intervals}",
             f"Samples: {overall['n']} ({counts}) in {len(report['groups'])} groups"]
+
+
+def _rule(th: Mapping[str, Any]) -> str:
+    """The decision rule: one threshold, or each seed's own (a seed-averaged report)."""
+    if "value_by_seed" in th:
+        values = ", ".join(f"{v:.4f}" for v in th["value_by_seed"])
+        js = th.get("youden_j_by_seed") or [th.get("youden_j")] * len(th["value_by_seed"])
+        how = th["method"] + (f", J={'/'.join(f'{j:.3f}' for j in js)} on {th['n']} validation samples"
+                              if th["method"] == "youden" else "")
+        return f"malignant if score >= the threshold chosen for each seed: {values} ({how})"
+    how = th["method"] + (f", J={th['youden_j']:.3f} on {th['n']} validation samples"
+                          if th["method"] == "youden" else "")
+    return f"malignant if score >= {th['value']:.4f} ({how})"
 
 
 def entries(report: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:

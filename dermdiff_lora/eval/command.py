@@ -53,9 +53,19 @@ class EvaluateOptions:
 
 def run_config(opts: EvaluateOptions) -> tuple[config_mod.Config, str | None]:
     """The saved config of the adapter (or of the generate record's first adapter), with overrides."""
-    source = opts.adapter or _recorded_adapter(opts.generated)
+    source = adapter_folder(opts.adapter or _recorded_adapter(opts.generated))
     saved = config_mod.load_saved(Path(source)) if source and Path(source).is_dir() else None
+    if source and saved is None:
+        log.warning("adapter %s has no saved config (%s): cells come from the default template and "
+                    "memorisation is skipped; pass the folder `dermdiff-lora train` wrote", source,
+                    config_mod.CONFIG_FILENAME)
     return config_mod.with_overrides(saved, opts.overrides), (source if saved else None)
+
+
+def adapter_folder(path: str | None) -> str | None:
+    """An adapter file (``pytorch_lora_weights.safetensors``) stands for its run folder, as in ``downstream``:
+    the saved config, template and training data are there."""
+    return str(Path(path).parent) if path and Path(path).is_file() else path
 
 
 def _recorded_adapter(generated: str | None) -> str | None:
@@ -76,6 +86,7 @@ def _recorded_adapter(generated: str | None) -> str | None:
 
 def evaluate(opts: EvaluateOptions) -> dict:
     """Compare, write the outputs, return the result (the content of ``eval.json``)."""
+    opts = replace(opts, adapter=adapter_folder(opts.adapter))
     cfg, source = run_config(opts)
     builder = from_config(cfg.prompts)
     if not builder.template:

@@ -4,8 +4,9 @@ Every extractor is an ``nn.Module`` (a ``FeatureExtractor``) that takes images (
 ``info.image_size`` S, as uint8 (0-255) or float (0-1), and returns (N, D) features. Its ``info``
 (``ExtractorInfo``) goes into every figure computed from its features.
 
-- ``dinov2`` (default): a DINOv2 backbone from the Hub or a local folder (default ``facebook/dinov2-base``),
-  pooled CLS token, ImageNet normalisation, 224 px: the FD_DINOv2 of Stein et al. (2023).
+- ``dinov2`` (default): a DINOv2 backbone from the Hub or a local folder (default ``facebook/dinov2-large``,
+  ViT-L/14 as Stein et al. 2023 used), pooled CLS token, ImageNet normalisation, 224 px: their FD_DINOv2.
+  Any other DINOv2 (e.g. ``facebook/dinov2-base``) is named in every figure as not comparable with it.
 - ``tiny-dinov2``: a 2-layer DINOv2 with seeded *random* weights, built in code, for offline tests.
   Its figures mean nothing and are not comparable with real FD_DINOv2 figures; its name says so.
 - ``inception``: torchmetrics' Inception-v3 (torch-fidelity's ``FeatureExtractorInceptionV3``, 2048-d
@@ -29,7 +30,7 @@ from torch import nn
 from ..core.errors import ConfigError, ModelError
 
 EXTRACTORS = ("dinov2", "tiny-dinov2", "inception")
-DEFAULT_DINOV2 = "facebook/dinov2-base"
+DEFAULT_DINOV2 = "facebook/dinov2-large"  # ViT-L/14, as FD_DINOv2 (Stein et al. 2023)
 DINOV2_SIZE = 224
 INCEPTION_SIZE = 299
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,8 +148,18 @@ def dinov2(model_id: str | os.PathLike = DEFAULT_DINOV2) -> Dinov2Features:
     if getattr(model.config, "model_type", "") not in ("dinov2", "dinov2_with_registers"):
         raise ModelError(f"{model_id!r} is a {model.config.model_type!r} model, not DINOv2; "
                          f"use a DINOv2 checkpoint such as {DEFAULT_DINOV2!r}")
-    info = ExtractorInfo("dinov2", model_id, DINOV2_SIZE, int(model.config.hidden_size))
+    info = ExtractorInfo(dinov2_name(model.config), model_id, DINOV2_SIZE, int(model.config.hidden_size))
     return Dinov2Features(model, info)
+
+
+def dinov2_name(config) -> str:
+    """``"dinov2"`` for a ViT-L/14 DINOv2 (FD_DINOv2 as published); any other names its architecture and
+    says that its figures are not comparable with published FD_DINOv2."""
+    shape = (config.model_type, config.hidden_size, config.num_hidden_layers, config.patch_size)
+    if shape == ("dinov2", 1024, 24, 14):
+        return "dinov2"
+    return (f"dinov2 ({config.model_type}, width {config.hidden_size}, {config.num_hidden_layers} layers, "
+            f"patch {config.patch_size}: not the ViT-L/14 of FD_DINOv2, not comparable with published figures)")
 
 
 def inception() -> InceptionFeatures:

@@ -157,6 +157,8 @@ def run_source(data: dict) -> str:
             "datasets": f"the dataset {src.get('dataset')}" + (f" at commit {src['sha'][:12]}" if src.get("sha") else ""),
             }.get(src.get("kind"), f"the training metadata ({src.get('metadata', 'metadata')})")
     text = f"of the {data.get('images')} images training used, read from {what}"
+    if src.get("kind") == "preset" and src.get("malignancy"):
+        text += f" (benign/malignant from {src['malignancy']})"
     tone = data.get("tone") or {}
     parts = []
     if tone.get("given"):

@@ -36,6 +36,7 @@ class Run:
     group_mix: dict | None = None  # expected tone x diagnosis mix of balanced sampling
     empty_embedding: Any = None  # cached text embedding of the empty prompt (caption dropout)
     offloaded: list[str] = field(default_factory=list)  # components moved off the accelerator by the cache
+    resumed_from: int | None = None  # the checkpoint step this run resumed from (None: a fresh start)
 
 
 def setup(cfg, *, resuming: bool) -> Run:

@@ -45,7 +45,7 @@ def train(cfg, *, stop_after: int | None = None) -> dict:
         if state.step < cfg.train.max_steps:
             checkpoint.save(run.accelerator, Path(cfg.output.dir), state, cfg.train.keep_checkpoints)
             run.accelerator.end_training()
-            return {"paused_at_step": state.step, "output_dir": cfg.output.dir}
+            return {"paused_at_step": state.step, "resumed_from": run.resumed_from, "output_dir": cfg.output.dir}
         return finish(run, state, time.time() - t0)
 
 
@@ -53,14 +53,18 @@ def start(cfg) -> tuple[Run, TrainState]:
     """Set up the run, resumed from a checkpoint when ``train.resume`` names one (or ``latest`` finds one)."""
     resume_from = checkpoint.resolve_resume(Path(cfg.output.dir), cfg.train.resume)
     run = setup(cfg, resuming=resume_from is not None)
-    return run, (TrainState() if resume_from is None else resume(run, resume_from))
+    if resume_from is None:
+        log.info("resumed_from=null: a fresh start%s", " (no checkpoint yet)" if cfg.train.resume else "")
+        return run, TrainState()
+    return run, resume(run, resume_from)
 
 
 def resume(run: Run, folder: Path) -> TrainState:
     """Load a checkpoint into the set-up run: weights, optimizer, LR schedule, RNG, loss scale, EMA."""
     state = checkpoint.load(run.accelerator, folder, run.cfg.train.gradient_accumulation)
     modes.place_ema(run)  # accelerate loads custom states on the CPU; EMAModel keeps what it is given
-    log.info("resumed from %s at step %d", folder, state.step)
+    run.resumed_from = state.step
+    log.info("resumed_from=%d: resumed from %s", state.step, folder)
     return state
 
 
@@ -325,7 +329,7 @@ def finish(run: Run, state: TrainState, seconds: float) -> dict:
     outputs = save_outputs(run)
     grid = validate(run, state.step) if cfg.validation.at_end else None
     summary = {
-        "mode": cfg.train.mode, "steps": state.step, "final_loss": state.loss,
+        "mode": cfg.train.mode, "steps": state.step, "resumed_from": run.resumed_from, "final_loss": state.loss,
         "images_seen": state.images_seen, "skipped_steps": state.skipped_steps, "seconds": round(seconds, 2),
         "processes": acc.num_processes, "device": str(acc.device),
         "peak_memory_bytes": _peak_memory(acc), "skipped_images": len(run.index.skipped),

@@ -122,4 +122,5 @@ def test_ham10000_seven_classes_train_grid_rebalance_card(tiny_base, tmp_path, c
     card = build_card(run, repo_id="alice/ham")
     header = next(line for line in card.splitlines() if line.startswith("| skin tone |"))
     assert header.count("|") == 7 + 4 and "melanocytic nevus" in header  # 7 classes + tone, total, share
-    assert "CC BY-NC-SA 4.0" in card and "**Non-commercial.**" in card
+    assert "CC BY-NC 4.0" in card and "**Non-commercial.**" in card
+    assert "akiec -> malignant (a choice: actinic keratoses and intraepithelial carcinoma" in card

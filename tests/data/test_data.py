@@ -99,6 +99,28 @@ def test_unreadable_image_errors_or_is_skipped(tmp_path, monkeypatch, parallel):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_truncated_jpeg_is_caught_by_the_check(tmp_path, monkeypatch, parallel, progressive):
+    """Image.verify() passes a JPEG cut short (it reads no image data); the check decodes it."""
+    if parallel:
+        monkeypatch.setattr(data, "PARALLEL_CHECK", 1)
+    rows = [{**r, "image_name": r["image_name"] + ".jpg"} for r in ROWS]
+    folder = _folder(tmp_path, rows, images=False)
+    pixels = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    for r in rows:
+        Image.fromarray(pixels).save(folder / r["image_name"], quality=90, progressive=progressive)
+    whole = (folder / "ISIC_1.jpg").read_bytes()
+    (folder / "ISIC_1.jpg").write_bytes(whole[: len(whole) * 3 // 4])
+    with Image.open(folder / "ISIC_1.jpg") as im:
+        im.verify()  # what the check did before: no complaint
+    with pytest.raises(DataError, match=r"ISIC_1.jpg is unreadable \(OSError: image file is truncated"):
+        _index(folder)
+    index = _index(folder, "data.on_bad_image=skip")
+    assert [r.key for r in index.records] == ["ISIC_2.jpg"] and list(index.skipped) == ["ISIC_1.jpg"]
+    assert index.records[0].open().size == (128, 96)
+
+
 def test_missing_image_file_named(tmp_path):
     folder = _folder(tmp_path, ROWS)
     (folder / "ISIC_2.png").unlink()

@@ -101,6 +101,8 @@ def test_training_and_cache_building_decode_drafts_and_the_cache_key_names_the_m
     cfg = make_cfg(folder, tmp_path / "run", f"data.resolution={RES}", "data.file_column=file_name",
                    "prompts.template=", f"speed.cache_dir={tmp_path / 'lc'}")
     index = data.index_dataset(cfg.data, prompts.from_config(cfg.prompts), progress=False)
+    assert [after for _, after in drafts] == [(W // 8, H // 8)]  # the image check decodes at the smallest scale
+    drafts.clear()
     parts = models.load_parts(str(tiny_base))
     item = data.ImageCaptionDataset(index, cfg.data, parts.tokenizer)[(0, 0)]
     assert item["pixel_values"].shape == (3, RES, RES) and [after for _, after in drafts] == [(W // 4, H // 4)]

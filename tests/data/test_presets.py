@@ -203,3 +203,86 @@ def test_wrong_folder_or_preset_is_named(tmp_path):
         _prepare(tmp_path / "nope", "ddi")
     with pytest.raises(DataError, match="no column 'skin_tone'.*dermdiff-lora audit .* --preset ham10000"):
         _prepare(root, "ham10000")
+
+
+def _moved(root: Path, moves: dict[str, str]) -> Path:
+    """The download rearranged as another release or mirror has it: folder ``a`` moved to ``b``."""
+    for old, new in moves.items():
+        (root / new).parent.mkdir(parents=True, exist_ok=True)
+        (root / old).rename(root / new)
+    return root
+
+
+def _rows(root: Path, name: str) -> list[dict[str, str]]:
+    with (root / name).open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("images", ["parts", "flat"])
+def test_ham10000_dataverse_tab_metadata_and_part_folders(tmp_path, images):
+    """Dataverse: HAM10000_metadata.tab (tab-separated, strings quoted, a `dataset` column) and the JPEGs of
+    HAM10000_images_part1.zip / part2.zip, unpacked into folders of those names or straight into data.dir."""
+    root = download("ham10000", tmp_path)
+    rows = _rows(root, "HAM10000_metadata.csv")
+    (root / "HAM10000_metadata.csv").unlink()
+    lines = ["\t".join(rows[0])] + ["\t".join(v if k == "age" else f'"{v}"' for k, v in r.items()) for r in rows]
+    (root / "HAM10000_metadata.tab").write_text("\n".join(lines) + "\n")
+    if images == "parts":
+        _moved(root, {"HAM10000_images_part_1": "HAM10000_images_part1", "HAM10000_images_part_2": "HAM10000_images_part2"})
+    else:
+        for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
+            for f in (root / part).iterdir():
+                f.rename(root / f.name)
+    _, _, index = _prepare(root, "ham10000", f"data.tones={write_tones(tmp_path / 't.csv', AUDIT['ham10000'])}")
+    assert {r.key: (r.row["benign_malignant"], r.row["skin_tone"], r.row["tone_source"])
+            for r in index.records} == EXPECTED["ham10000"]
+    assert index.records[0].row["dataset"] == "vidir_modern" and index.records[0].row["lesion_id"] == "HAM_0000118"
+    source = index.report["source"]
+    assert source["layout"] == "dataverse" and source["metadata"] == "HAM10000_metadata.tab"
+    assert "akiec -> malignant (a choice: actinic keratoses and intraepithelial carcinoma" in source["malignancy"]
+    assert index.report["licence"]["name"] == "CC BY-NC 4.0" and index.report["licence"]["non_commercial"]
+
+
+def test_pad_ufes_20_mirror_with_nested_part_folders(tmp_path):
+    root = _moved(download("pad_ufes_20", tmp_path), {"images/imgs_part_1": "imgs_part_2/imgs_part_2"})
+    (root / "images").rmdir()
+    _, _, index = _prepare(root, "pad_ufes_20", f"data.tones={write_tones(tmp_path / 't.csv', AUDIT['pad_ufes_20'])}")
+    assert {r.key for r in index.records} == set(EXPECTED["pad_ufes_20"])
+    assert "imgs_part_2/imgs_part_2" in index.report["source"]["images"]
+
+
+def test_ddi_older_metadata_with_malignancy_1_0(tmp_path):
+    root = download("ddi", tmp_path)
+    text = (root / "ddi_metadata.csv").read_text().replace(",malignant,", ",malignancy(malig=1),")
+    (root / "ddi_metadata.csv").write_text(text.replace(",True,", ",1,").replace(",False,", ",0,"))
+    _, _, index = _prepare(root, "ddi")
+    assert {r.key: (r.row["benign_malignant"], r.row["skin_tone"], r.row["tone_source"])
+            for r in index.records} == EXPECTED["ddi"]
+    assert index.report["source"]["malignancy"].startswith("malignancy(malig=1): ")
+
+
+def test_isic2020_jpeg_zip_unpacks_to_train(tmp_path):
+    root = _moved(download("isic2020", tmp_path, "isic2020_archive"), {"ISIC_2020_Training_JPEG/train": "train"})
+    (root / "ISIC_2020_Training_JPEG").rmdir()
+    tones = write_tones(tmp_path / "t.csv", dict.fromkeys(["ISIC_2637011", "ISIC_0015719", "ISIC_0052212",
+                                                           "ISIC_0149568"], "brown"))
+    _, _, index = _prepare(root, "isic2020", f"data.tones={tones}")
+    assert len(index.records) == 4 and index.report["source"]["images"] == ["train"]
+
+
+@pytest.mark.parametrize("setting", ["benign", "leave_out"])
+def test_fitzpatrick17k_non_neoplastic_is_a_setting_the_run_records(tmp_path, setting):
+    root = download("fitzpatrick17k", tmp_path)
+    tones = write_tones(tmp_path / "t.csv", AUDIT["fitzpatrick17k"])
+    _, _, index = _prepare(root, "fitzpatrick17k", f"data.tones={tones}", f"data.non_neoplastic={setting}")
+    labels = {r["md5hash"]: r["three_partition_label"] for r in _rows(root, "fitzpatrick17k.csv")}
+    kept = {r.key: r.row["benign_malignant"] for r in index.records}
+    non_neoplastic = {k for k in EXPECTED["fitzpatrick17k"] if labels[k] == "non-neoplastic"}
+    assert non_neoplastic and (setting == "leave_out") == non_neoplastic.isdisjoint(kept)
+    assert all(kept[k] == "benign" for k in non_neoplastic & set(kept))
+    source = index.report["source"]
+    assert source["non_neoplastic"] == setting
+    word = "benign" if setting == "benign" else "left out"
+    assert f"non-neoplastic -> {word} (mostly inflammatory conditions" in source["malignancy"]
+    if setting == "leave_out":
+        assert index.report["left_out"]["no benign_malignant value"] == len(non_neoplastic)

@@ -103,7 +103,7 @@ def test_missing_and_bad_sources_are_named(tmp_path):
         load(root, "data.metadata=meta/table.csv", "data.images=part_1", "data.unknown_tone=drop")
     with pytest.raises(DataError, match="image folder.*nowhere do not exist"):
         load(root, "data.metadata=meta/table.csv", "data.images=nowhere")
-    with pytest.raises(DataError, match="table.txt must end in .csv, .jsonl, .parquet"):
+    with pytest.raises(DataError, match="table.txt must end in .csv, .tab, .tsv, .jsonl, .parquet"):
         load(root, "data.metadata=meta/table.txt")
     (root / "meta" / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="bad.parquet: cannot parse"):

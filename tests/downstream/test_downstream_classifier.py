@@ -105,11 +105,11 @@ def test_average_reports_means_values_and_bounds_and_keeps_per_seed_figures():
                for v, a, g in ((0.2, 0.6, "x"), (0.4, 0.8, "y"), (0.6, 1.0, "y"))]
     out = average_reports(reports, [0, 1, 2])
     auc = out["per_group"]["g"]["metrics"]["auc"]
-    assert auc["value"] == pytest.approx(0.8) and auc["low"] == pytest.approx(0.7)
-    assert auc["high"] == pytest.approx(0.9) and auc["by_seed"] == [0.6, 0.8, 1.0]
+    assert auc["value"] == pytest.approx(0.8) and auc["by_seed"] == [0.6, 0.8, 1.0] and auc["n_seeds"] == 3
     assert auc["sd_over_seeds"] == pytest.approx(0.2)
+    assert "low" not in auc and "high" not in auc  # a mean of interval ends is not an interval
     assert out["per_group"]["g"]["n"] == 5  # equal in every seed: kept as is
-    assert out["threshold"]["value"] == pytest.approx(0.4) and out["threshold"]["value_by_seed"] == [0.2, 0.4, 0.6]
+    assert "value" not in out["threshold"] and out["threshold"]["value_by_seed"] == [0.2, 0.4, 0.6]  # no mean rule
     assert out["threshold"]["youden_j"] == 0.5 and out["seeds"] == [0, 1, 2]
     assert out["gaps"]["worst_group_auc"]["group"] == "y"  # worst in most seeds
     with pytest.raises(DataError):

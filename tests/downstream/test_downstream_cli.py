@@ -73,6 +73,28 @@ def test_fairness_binary_report_matches_sklearn_and_records_the_youden_threshold
     assert "malignant if score >= 0.5000 (fixed)" in table and "equalized odds diff." in table
 
 
+def _youden_by_hand(label, score):
+    """argmax over candidate thresholds of sensitivity + specificity - 1 (highest threshold on ties)."""
+    best = max(sorted(set(score), reverse=True), key=lambda c: round(
+        ((score >= c) & (label == 1)).sum() / (label == 1).sum() - ((score >= c) & (label == 0)).sum() / (label == 0).sum(),
+        12))
+    return float(best)
+
+
+def test_fairness_youden_threshold_comes_from_the_val_file(tmp_path, capsys):
+    """Val and test are drawn so that their Youden thresholds differ: reading the wrong file shows."""
+    label, score, _ = _predictions(tmp_path / "test.csv", 4)
+    val_label, val_score, _ = _predictions(tmp_path / "val.csv", 5)
+    on_val, on_test = _youden_by_hand(val_label, val_score), _youden_by_hand(label, score)
+    assert abs(on_val - on_test) > 0.01 and ((score >= on_val) != (score >= on_test)).any()
+    assert app.main(["fairness", str(tmp_path / "test.csv"), "--threshold", "youden", "--val",
+                     str(tmp_path / "val.csv"), "--n-boot", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["threshold"]["value"] == pytest.approx(on_val) and report["threshold"]["n"] == len(val_label)
+    assert report["overall"]["n_predicted_positive"] == int((score >= on_val).sum())  # applied to the test file
+    assert report["overall"]["n"] == len(label)
+
+
 def test_fairness_reads_multiclass_predictions_and_refuses_bad_thresholds(tmp_path, capsys):
     rows = ["label,group,score_a,score_b,score_c"]
     for i in range(30):

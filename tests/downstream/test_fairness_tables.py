@@ -54,6 +54,38 @@ def test_compare_table_shows_both_and_difference():
     assert "different test sets" in compare_table(a, other)
 
 
+def test_seed_averaged_tables_print_mean_sd_and_each_seeds_threshold(tmp_path):
+    """Three seeds, each with its own Youden threshold: the table shows mean ± sd over seeds and every
+    seed's threshold, never a mean threshold or mean interval ends printed as an interval."""
+    from dermdiff_lora.downstream.seeds import average_reports
+
+    rng = np.random.default_rng(1)
+    n = 300
+    g = rng.choice(["I-II", "V-VI"], n)
+    y = rng.integers(0, 2, n)
+    reports, thresholds = [], []
+    for seed in range(3):
+        score = np.clip(0.5 + (0.15 + 0.05 * seed) * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1)
+        th = choose_threshold(y[:100], score[:100])
+        thresholds.append(th["value"])
+        reports.append(fairness_report(y[100:], score[100:], g[100:], threshold=th, n_boot=30, seed=seed))
+    assert len(set(thresholds)) == 3
+    averaged = average_reports(reports, [0, 1, 2])
+    text = format_table(averaged)
+    aucs = [r["per_group"]["V-VI"]["metrics"]["auc"]["value"] for r in reports]
+    row = next(line for line in text.splitlines() if line.startswith("V-VI"))
+    assert row.split()[3:6] == [f"{np.mean(aucs):.3f}", "±", f"{np.std(aucs, ddof=1):.3f}"]
+    assert "[" not in row  # no interval: the per-seed bootstrap intervals stay in each seed's report
+    assert "threshold chosen for each seed: " + ", ".join(f"{t:.4f}" for t in thresholds) in text
+    assert f"{np.mean(thresholds):.4f}" not in text
+    assert "mean ± standard deviation over 3 training seeds (0, 1, 2)" in text
+    eo = [r["gaps"]["equalized_odds_difference"]["value"] for r in reports]
+    assert f"{np.mean(eo):.3f} ± {np.std(eo, ddof=1):.3f}" in text
+    both = compare_table(averaged, averaged)
+    assert f"{np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f}" in both and "threshold chosen for each seed" in both
+    assert save_chart(averaged, averaged, tmp_path / "c.png").is_file()
+
+
 def test_multiclass_table():
     rep = multiclass_report([0, 1, 2, 0, 1, 2], np.eye(3)[[0, 1, 2, 1, 1, 2]] * 0.9 + 0.03,
                             ["a", "a", "a", "b", "b", "b"], classes=["x", "y", "z"], n_boot=20)

@@ -65,7 +65,8 @@ def test_dinov2_loads_a_local_folder_at_224_px(tiny, tmp_path):
     module, _ = tiny
     module.model.save_pretrained(tmp_path / "dino")
     loaded, info = load_extractor("dinov2", model_id=tmp_path / "dino")
-    assert (info.name, info.image_size, info.dim, info.random_weights) == ("dinov2", 224, 32, False)
+    assert (info.image_size, info.dim, info.random_weights) == (224, 32, False)
+    assert info.name.startswith("dinov2 (dinov2, width 32, 2 layers") and "not comparable" in info.name
     assert info.model_id == str(tmp_path / "dino")
     x = prepare(lesion_set(1, 2), 224)
     reference = Dinov2Features(module.model, ExtractorInfo("ref", "ref", 224, 32))
@@ -85,7 +86,19 @@ def test_a_missing_dinov2_says_how_to_fetch_it(model_id, tmp_path, monkeypatch):
 def test_a_missing_dinov2_folder_is_named(tmp_path):
     with pytest.raises(ModelError, match="does not exist") as err:
         load_extractor("dinov2", model_id=tmp_path / "nothing")
-    assert str(tmp_path / "nothing") in str(err.value) and "hf download facebook/dinov2-base" in str(err.value)
+    assert str(tmp_path / "nothing") in str(err.value) and "hf download facebook/dinov2-large" in str(err.value)
+
+
+def test_the_default_dinov2_is_fd_dinov2s_vit_l14_and_others_say_they_are_not():
+    from transformers import Dinov2Config
+
+    from dermdiff_lora.eval.features import DEFAULT_DINOV2, dinov2_name
+
+    assert DEFAULT_DINOV2 == "facebook/dinov2-large"  # Stein et al. (2023): DINOv2 ViT-L/14
+    large = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
+    base = Dinov2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, patch_size=14)
+    assert dinov2_name(large) == "dinov2"
+    assert dinov2_name(base).startswith("dinov2 (dinov2, width 768, 12 layers, patch 14: not the ViT-L/14")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity installed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -66,6 +67,67 @@ def test_planted_training_copies_are_flagged_from_a_rebalance_folder(trained_lor
                            extractor="tiny-dinov2")
     memo = evaluate(opts)["overall"]["memorisation"]  # the training set comes from the recorded adapter
     assert memo["share_above_threshold"] == 1.0 and memo["n_generated"] == 4
+    # --adapter naming the weights file stands for its run folder (as in downstream): same template, same
+    # training set, so memorisation is not silently skipped
+    (fake / "rebalance_run.json").unlink()
+    from dermdiff_lora.adapters.lora import WEIGHT_NAME
+
+    result = evaluate(replace(opts, adapter=str(trained_lora / WEIGHT_NAME), out=str(tmp_path / "ev_file")))
+    assert result["inputs"]["adapter"] == str(trained_lora) and result["inputs"]["train"] == train_dir
+    assert result["inputs"]["template"] == load_saved(trained_lora).prompts.template
+    assert result["overall"]["memorisation"]["share_above_threshold"] == 1.0
+
+
+def _imagefolder(folder, rows, images):
+    """An imagefolder: ``rows`` (metadata) with ``images[i]`` copied to row i's image_name.png."""
+    folder.mkdir()
+    for row, image in zip(rows, images):
+        shutil.copy(image, folder / f"{row['image_name']}.png")
+    with open(folder / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_same_patient_photos_are_left_out_of_the_threshold_end_to_end(trained_lora, held_out, tmp_path,
+                                                                     monkeypatch):
+    """Held-out photos of training patients (here: copies of their training images, under other names) would
+    push the memorisation threshold to 1.0 and hide every copy; ``evaluate`` excludes same-patient pairs.
+    The pixel-copy finder (which would leave these copies out as leakage too) is off: this tests the
+    patient exclusion alone."""
+    from dermdiff_lora.core.config import load_saved
+    from dermdiff_lora.eval import leakage
+
+    monkeypatch.setattr(leakage, "found_leaks", lambda *a, **k: [])
+
+    train_dir = load_saved(trained_lora).data.dir
+    train_rows = list(csv.DictReader(open(f"{train_dir}/metadata.csv")))
+    real_rows = list(csv.DictReader(open(held_out / "metadata.csv")))
+    for i, row in enumerate(real_rows):  # patients of their own (the generator reuses ids across seeds)
+        row["patient_id"] = f"HELD_{i}"
+    copies = [{**r, "image_name": f"COPY_{i}"} for i, r in enumerate(train_rows[:5])]  # same patient ids
+    images = [held_out / f"{r['image_name']}.png" for r in real_rows]
+    images += [f"{train_dir}/{r['image_name']}.png" for r in train_rows[:5]]
+    planted = [{**r, "synthetic": "true"} for r in train_rows[5:8]]
+    generated = _imagefolder(tmp_path / "gen", planted, [f"{train_dir}/{r['image_name']}.png" for r in planted])
+    (generated / "rebalance_run.json").write_text(json.dumps({"adapter": str(trained_lora)}))  # the training set
+
+    def memorisation(real_rows, name):
+        real = _imagefolder(tmp_path / name, real_rows, images)
+        result = evaluate(EvaluateOptions(real=str(real), generated=str(generated), out=str(tmp_path / f"ev_{name}"),
+                                          extractor="tiny-dinov2"))
+        return result["memorisation"], result["overall"]["memorisation"]
+
+    info, found = memorisation(real_rows + copies, "same_patient")
+    assert info["n_heldout"] == info["n_heldout_used"] == 23
+    # the copies' own training images were not candidates (a random-weight extractor puts every lesion photo
+    # near 1 - 1e-4, an exact copy at 1 within float rounding)
+    assert info["threshold"] < 1 - 1e-5
+    assert found["share_above_threshold"] == 1.0 and found["n_generated"] == 3  # planted copies flagged
+    # the same photos filed under new patients: nothing to exclude, the copies set the threshold to 1.0
+    naive, _ = memorisation(real_rows + [{**r, "patient_id": f"OTHER_{i}"} for i, r in enumerate(copies)], "other")
+    assert naive["threshold"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_generate_folder_is_read_with_its_words(trained_lora, held_out, tmp_path):

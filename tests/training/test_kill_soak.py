@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from kill_soak import NAMED, soak  # noqa: E402
+from kill_soak import NAMED, passed, soak  # noqa: E402
 
 
 def test_killed_and_resumed_runs_end_bit_identical(demo_data, tiny_base, tmp_path):
@@ -23,3 +23,7 @@ def test_killed_and_resumed_runs_end_bit_identical(demo_data, tiny_base, tmp_pat
     for mode, result in results.items():
         assert result["named_points_hit"] == list(points[mode]), mode
         assert result["same_keys"] and result["max_abs_weight_difference"] == 0.0, result
+        # each run resumed from the newest complete checkpoint (not from scratch, which ends the same on a CPU)
+        assert result["resume_mismatches"] == [] and result["resumed_from_a_checkpoint"] >= 1, result
+        assert result["final_resumed_from"] == result["final_expected_resumed_from"] is not None, result
+        assert passed(result)

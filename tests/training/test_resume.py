@@ -1,6 +1,9 @@
 """Resume: the EMA on the UNet's device and dtype, and bit-exact continuation of full + EMA + 8-bit Adam and of
 a LoRA run killed in the middle of a gradient accumulation (caption dropout, balanced sampling, LoRA dropout)."""
 
+import json
+import logging
+
 import accelerate.checkpointing
 import pytest
 import torch
@@ -48,23 +51,36 @@ def test_resumed_ema_takes_the_unet_device_and_dtype(tiny_base, demo_data, tmp_p
     run, state = train.start(make_cfg(demo_data, out, "train.mode=full", "train.max_steps=2",
                                       "train.resume=latest"))
     weight = next(run.accelerator.unwrap_model(run.parts.unet).parameters())
-    assert loaded and state.step == 1 and run.ema.optimization_step == 1
+    assert loaded and state.step == 1 and run.resumed_from == 1 and run.ema.optimization_step == 1
     assert all(t.device == weight.device and t.dtype == weight.dtype for t in run.ema.shadow_params)
     train.fit(run, state, 2)  # the next EMA update runs
     assert run.ema.optimization_step == 2
     run.accelerator.end_training()
 
 
-def test_full_ema_adamw8bit_resume_is_bit_exact(tiny_base, demo_data, tmp_path):
+def _assert_resumed_from(folder, step, caplog):
+    """summary.json and the log say where the run resumed (a run that ignored the checkpoint and started
+    over would end with the same weights on the CPU: only this tells them apart)."""
+    assert json.loads((folder / "summary.json").read_text())["resumed_from"] == step
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resumed_from=")]
+    assert said and said[-1].startswith(f"resumed_from={'null' if step is None else step}:"), said
+
+
+def test_full_ema_adamw8bit_resume_is_bit_exact(tiny_base, demo_data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dermdiff_lora.training.train")
     train.train(make_cfg(demo_data, tmp_path / "a", *FULL))
-    assert train.train(make_cfg(demo_data, tmp_path / "b", *FULL), stop_after=2)["paused_at_step"] == 2
+    _assert_resumed_from(tmp_path / "a", None, caplog)
+    paused = train.train(make_cfg(demo_data, tmp_path / "b", *FULL), stop_after=2)
+    assert paused["paused_at_step"] == 2 and paused["resumed_from"] is None
     _assert_8bit_optimizer_state(tmp_path / "b" / "checkpoints" / "step-000002")
     train.train(make_cfg(demo_data, tmp_path / "b", *FULL, "train.resume=latest"))
+    _assert_resumed_from(tmp_path / "b", 2, caplog)
     weights = "unet/diffusion_pytorch_model.safetensors"  # the EMA weights
     _assert_same(load_file(tmp_path / "a" / weights), load_file(tmp_path / "b" / weights))
 
 
-def test_lora_killed_mid_accumulation_resumes_bit_exact(tiny_base, demo_data, tmp_path, monkeypatch):
+def test_lora_killed_mid_accumulation_resumes_bit_exact(tiny_base, demo_data, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="dermdiff_lora.training.train")
     summary = train.train(make_cfg(demo_data, tmp_path / "a", *LORA))
     assert summary["group_mix"] is not None
     real, calls = train.training_loss, [0]
@@ -81,6 +97,7 @@ def test_lora_killed_mid_accumulation_resumes_bit_exact(tiny_base, demo_data, tm
     monkeypatch.setattr(train, "training_loss", real)
     _assert_8bit_optimizer_state(tmp_path / "b" / "checkpoints" / "step-000002")
     train.train(make_cfg(demo_data, tmp_path / "b", *LORA, "train.resume=latest"))
+    _assert_resumed_from(tmp_path / "b", 2, caplog)  # the last checkpoint before the kill
     adapter = load_file(tmp_path / "b" / lora.WEIGHT_NAME)
     _assert_same(load_file(tmp_path / "a" / lora.WEIGHT_NAME), adapter)
     assert any(k.startswith("text_encoder.") for k in adapter) and any(k.startswith("unet.") for k in adapter)
