@@ -65,9 +65,10 @@ def launched_processes() -> Processes:
     """The processes of an ``accelerate launch`` / ``torchrun`` run (gloo on the CPU, NCCL on GPUs)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Processes()
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: torchrun's CPU processes form a gloo group
     return Processes(state.process_index, state.num_processes, state.wait_for_everyone)
 
 
