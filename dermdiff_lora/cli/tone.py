@@ -51,8 +51,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", default="auto", help="images per pipeline call (default: what plan's memory "
                                                         "model says fits the GPU; 4 on the CPU)")
-    p.add_argument("--workers", type=int, default=2, help="CPU processes that check images while the next batch "
-                                                          "renders (0: check in this process)")
+    p.add_argument("--workers", type=int, default=None, help="CPU processes that check images while the next "
+                   "batch renders (default: 2 with a GPU, 0 = in this process without one)")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="auto: fp16 on a GPU, fp32 on the CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (pays off on long runs)")
@@ -135,7 +135,7 @@ def cmd_rebalance(args) -> int:
     from ..core.prompts import DEFAULT_TEMPLATE, DEFAULT_VALUE_MAPS, PromptBuilder
     from ..tone.rebalance import pipeline_generate_fn, rebalance
     from ..tone.rebalance_engine import launched_processes
-    from ..tone.rebalance_pipeline import auto_batch_size, load_render_pipeline
+    from ..tone.rebalance_pipeline import auto_batch_size, default_workers, load_render_pipeline
 
     adapters, meta, run_cfg = _run_info(args)
     data_cfg = _rebalance_data(args, run_cfg)
@@ -167,7 +167,8 @@ def cmd_rebalance(args) -> int:
 
         print(format_dry_run(dry_run(None, generate_fn, pilot=args.pilot, batch_size=batch, **plan_kw)))
         return 0
-    report = rebalance(None, args.paths[-1], generate_fn, batch_size=batch, workers=args.workers,
+    report = rebalance(None, args.paths[-1], generate_fn, batch_size=batch,
+                       workers=default_workers() if args.workers is None else args.workers,
                        processes=launched_processes(), run_settings={**settings, **render},
                        progress=not args.no_progress, **plan_kw)
     print(report.to_json())

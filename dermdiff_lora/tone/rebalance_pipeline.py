@@ -55,6 +55,14 @@ def load_render_pipeline(base: str, adapters: Sequence[tuple[str, float]] = (), 
     return pipe, settings
 
 
+def default_workers() -> int:
+    """Check workers: 2 beside a GPU (it never waits for the checks); none on the CPU, where they would
+    take cores from the rendering."""
+    import torch
+
+    return 2 if torch.cuda.is_available() else 0
+
+
 def generate_peaks(pipe, size: int, guidance_scale: float) -> tuple[int, int]:
     """(bytes beyond the weights for a batch of 1, bytes per extra image) of rendering at ``size`` px:
     one denoising step and the VAE decode, simulated on ``meta`` copies of the pipeline's models."""
