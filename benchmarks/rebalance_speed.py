@@ -53,7 +53,7 @@ def make_adapter(base: Path, folder: Path) -> Path:
     return folder
 
 
-def plain_loop(pipe, jobs, tries: int, steps: int, out: Path) -> tuple[float, int, int]:
+def plain_loop(pipe, jobs, tries: int, steps: int, size: int, out: Path) -> tuple[float, int, int]:
     """(seconds, renders, accepted): one call per image, check after each, accepted saved."""
     from dermdiff_lora.generation.grid import save_png
     from dermdiff_lora.tone.rebalance import judge
@@ -64,8 +64,8 @@ def plain_loop(pipe, jobs, tries: int, steps: int, out: Path) -> tuple[float, in
     for job in jobs:
         for attempt in range(tries):
             seed = job.seed(0) + attempt
-            image = pipe(job.prompt, num_inference_steps=steps, guidance_scale=7.5, height=sc.MID_RESOLUTION,
-                         width=sc.MID_RESOLUTION, generator=torch.Generator().manual_seed(seed)).images[0]
+            image = pipe(job.prompt, num_inference_steps=steps, guidance_scale=7.5, height=size, width=size,
+                         generator=torch.Generator().manual_seed(seed)).images[0]
             renders += 1
             if judge(image, job.wanted, scheme)[0] is None:
                 save_png(image, out / f"{job.name}.png", {"seed": str(seed)})
@@ -76,51 +76,78 @@ def plain_loop(pipe, jobs, tries: int, steps: int, out: Path) -> tuple[float, in
 
 def ours(base: Path, adapter: Path, data: Path, out: Path, args, scheduler: str, steps: int):
     from dermdiff_lora.tone.rebalance import pipeline_generate_fn, rebalance
-    from dermdiff_lora.tone.rebalance_pipeline import load_render_pipeline
+    from dermdiff_lora.tone.rebalance_pipeline import auto_batch_size, load_render_pipeline
 
-    pipe, settings = load_render_pipeline(str(base), [(str(adapter), 1.0)], scheduler=scheduler)
-    pipe("warm-up", num_inference_steps=1, height=sc.MID_RESOLUTION, width=sc.MID_RESOLUTION)
-    gen = pipeline_generate_fn(pipe, steps=steps, guidance_scale=7.5, height=sc.MID_RESOLUTION,
-                               width=sc.MID_RESOLUTION)
+    pipe, settings = load_render_pipeline(str(base), [(str(adapter), 1.0)], scheduler=scheduler, dtype=args.dtype)
+    pipe("warm-up", num_inference_steps=1, height=args.size, width=args.size)
+    gen = pipeline_generate_fn(pipe, steps=steps, guidance_scale=7.5, height=args.size, width=args.size)
+    batch = auto_batch_size(pipe, args.size, 7.5) if args.batch == "auto" else int(args.batch)
+    settings["batch_size"] = batch
     start = time.perf_counter()
-    report = rebalance(data, out, gen, target=args.target, max_tries=args.tries, batch_size=args.batch,
+    report = rebalance(data, out, gen, target=args.target, max_tries=args.tries, batch_size=batch,
                        workers=args.workers, progress=False)
     return time.perf_counter() - start, report, settings
 
 
 def speed(args, root: Path) -> list[str]:
+    args.size, args.dtype = sc.MID_RESOLUTION, "fp32"
+    base = sc.build_mid(root / "mid")
+    return [f"mid-size SD-shaped pipeline (UNet 80/160/320/320, LoRA r8 on attention), {args.size}², CPU, "
+            f"{torch.get_num_threads()} torch thread(s), guidance 7.5, {args.slots} slots x {args.tries} tries "
+            "(random weights: every try rejected, so both make the same renders and checks)", "",
+            *compare(base, root, args)]
+
+
+def compare(base: Path, root: Path, args) -> list[str]:
+    """The plain loop and ``rebalance`` on the same slots of ``base`` with a LoRA: a markdown table."""
     from dermdiff_lora.adapters.apply import attach
     from dermdiff_lora.core.models import load_pipeline
     from dermdiff_lora.tone.rebalance import plan_run
 
-    base = sc.build_mid(root / "mid")
     adapter = make_adapter(base, root / "adapter")
     data = sc.make_data(root / "data", 12, 32)
     rows = plan_run(data, target={}).rows
     have = {k: sum((r["benign_malignant"], r["skin_tone"]) == k for r in rows) for k in PROMPT_TARGET}
     args.target = {k: have[k] + n for k, n in zip(PROMPT_TARGET, (args.slots // 2, args.slots - args.slots // 2))}
     jobs = plan_run(data, target=args.target, max_tries=args.tries).jobs()
-    assert len(jobs) == args.slots, len(jobs)
-    plain = load_pipeline(str(base))
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
+    plain = load_pipeline(str(base), torch_dtype=dtype).to("cuda" if torch.cuda.is_available() else "cpu")
     attach(plain, [(adapter, 1.0)], base_label=str(base))
     plain.set_progress_bar_config(disable=True)
-    plain("warm-up", num_inference_steps=1, height=sc.MID_RESOLUTION, width=sc.MID_RESOLUTION)
-    ref_s, ref_n, ref_ok = plain_loop(plain, jobs, args.tries, args.steps, root / "plain")
+    plain("warm-up", num_inference_steps=1, height=args.size, width=args.size)
+    ref_s, ref_n, ref_ok = plain_loop(plain, jobs, args.tries, args.steps, args.size, root / "plain")
     del plain
     total_s, report, settings = ours(base, adapter, data, root / "ours", args, "default", args.steps)
     loop_s, n, ok = report.speed["seconds"], report.speed["renders"], report.speed["accepted"]
     per = lambda s, n, ok: f"{s / ok if ok else s / n:.2f} s per {'accepted image' if ok else 'render'}"  # noqa: E731
-    return [f"mid-size SD-shaped pipeline (UNet 80/160/320/320, LoRA r8 on attention), {sc.MID_RESOLUTION}², CPU, "
-            f"{torch.get_num_threads()} torch thread(s), guidance 7.5, {args.slots} slots x {args.tries} tries "
-            "(random weights: every try rejected, so both make the same renders and checks)",
-            "", "| contender | scheduler, steps | renders | accepted | seconds | per image | vs plain loop |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-            f"| plain diffusers loop (1 call per image, unfused, check after each) | {plain_sampler(base)}, "
-            f"{args.steps} | {ref_n} | {ref_ok} | {ref_s:.1f} | {per(ref_s, ref_n, ref_ok)} | 1.00× |",
-            f"| rebalance (fused, batch {args.batch}, {args.workers} check workers): render+check loop | {settings['sampler']}, "
-            f"{args.steps} | {n} | {ok} | {loop_s:.1f} | {per(loop_s, n, ok)} | **{loop_s / ref_s:.2f}×** |",
-            f"| the same, whole call (worker start, real rows, merge, report) | {settings['sampler']}, {args.steps} "
-            f"| {n} | {ok} | {total_s:.1f} | {per(total_s, n, ok)} | {total_s / ref_s:.2f}× |"]
+    lines = ["| contender | scheduler, steps | renders | accepted | seconds | per image | vs plain loop |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| plain diffusers loop (1 call per image, unfused, check after each) | {plain_sampler(base)}, "
+             f"{args.steps} | {ref_n} | {ref_ok} | {ref_s:.1f} | {per(ref_s, ref_n, ref_ok)} | 1.00× |",
+             f"| rebalance (fused, batch {settings['batch_size']}, {args.workers} check workers): render+check loop "
+             f"| {settings['sampler']}, {args.steps} | {n} | {ok} | {loop_s:.1f} | {per(loop_s, n, ok)} | "
+             f"**{loop_s / ref_s:.2f}×** |",
+             f"| the same, whole call (worker start, real rows, merge, report) | {settings['sampler']}, {args.steps} "
+             f"| {n} | {ok} | {total_s:.1f} | {per(total_s, n, ok)} | {total_s / ref_s:.2f}× |"]
+    if getattr(args, "new_defaults", 0):  # steps of the auto scheduler
+        steps = args.new_defaults
+        new_s, new, new_settings = ours(base, adapter, data, root / "ours_new", args, "auto", steps)
+        lines.append(f"| rebalance at its new defaults (auto), render+check loop | {new_settings['sampler']}, {steps} "
+                     f"| {new.speed['renders']} | {new.speed['accepted']} | {new.speed['seconds']:.1f} | "
+                     f"{per(new.speed['seconds'], new.speed['renders'], new.speed['accepted'])} | "
+                     f"{new.speed['seconds'] / ref_s:.2f}× |")
+    return lines
+
+
+def gpu_variant(base: Path, root: Path, *, smoke: bool = False) -> list[str]:
+    """The comparison on a full-size base on the GPU (``smoke``: the toy base on the CPU, 2 slots, 2 steps):
+    fp16, 16 slots, 50 steps, batch size from the memory model, 2 check workers; then the new defaults."""
+    args = argparse.Namespace(slots=2 if smoke else 16, tries=1, steps=2 if smoke else 50, batch="auto",
+                              workers=0 if smoke else 2, size=32 if smoke else 512,
+                              dtype="fp32" if smoke else "fp16", new_defaults=2 if smoke else 25)
+    root.mkdir(parents=True, exist_ok=True)
+    return [f"rebalance vs a plain diffusers loop: {base.name}, {args.size}², {args.dtype}, LoRA r8 on attention, "
+            f"{args.slots} slots x 1 try, guidance 7.5", "", *compare(base, root, args)]
 
 
 def plain_sampler(base: Path) -> str:
@@ -178,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--tries", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", default="4", help="images per call, or auto (the memory model; GPU)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=0)
