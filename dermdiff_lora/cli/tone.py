@@ -60,6 +60,7 @@ def register(sub) -> None:
                                                           "batch and the expected renders and time; write nothing")
     p.add_argument("--pilot", type=int, default=8, help="--dry-run: pilot renders per group")
     p.add_argument("--no-progress", action="store_true")
+    _source_args(p)
     p.set_defaults(func=cmd_rebalance)
 
 
