@@ -334,6 +334,7 @@ def rebalance(dataset_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
         if procs.rank == 0:
             stats = gather_speed(out, stats, procs.world)
             merge_parts(out, rp.names, {_label(k): gi for gi, k in enumerate(rp.all_groups)}, rp.file_col)
+        procs.barrier()  # the others read the merged files
         _, records = _load_state(out, rp.names, _init_metadata(out, rp.columns, rp.rows)[1], rp.file_col)
         report = RebalanceReport(out, _summarise(rp.plan, records), stats["accepted"], out / REPORT_FILE,
                                  {"left_out": dict(rp.table.left_out), "tone": rp.table.tone},
@@ -341,7 +342,6 @@ def rebalance(dataset_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
                                                         "batch_size": batch_size, "workers": workers})
         if procs.rank == 0:
             atomic_write(report.path, report.to_json())
-        procs.barrier()
         return report
 
 

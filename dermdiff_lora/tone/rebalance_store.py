@@ -168,7 +168,8 @@ def gather_speed(out: Path, mine: dict, world: int) -> dict:
     """One run's speed over all its processes: counts summed, time the slowest process's."""
     if world == 1:
         return mine
-    parts = [json.loads((d / SPEED_FILE).read_text()) for d in part_dirs(out) if (d / SPEED_FILE).is_file()]
+    files = [out / PARTS_DIR / f"rank{rank}" / SPEED_FILE for rank in range(world)]
+    parts = [json.loads(f.read_text()) for f in files if f.is_file()]
     total = {k: sum(p[k] for p in parts) for k in ("renders", "accepted")}
     seconds = max(p["seconds"] for p in parts)
     return {**total, "seconds": seconds, "render_seconds": max(p["render_seconds"] for p in parts),

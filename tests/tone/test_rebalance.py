@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from collections import Counter
 
@@ -255,3 +256,10 @@ def test_batched_run_stopped_mid_batch_resumes_to_the_same_files(source, clean_r
     assert 0 < sum(r["synthetic"] == "true" for r in _rows(out)) < 26
     rebalance(source, out, BatchedStandIn(), batch_size=2, progress=False)
     assert _files(out) == _files(clean_out)
+
+
+def test_progress_shows_acceptance_and_eta_per_group(source, tmp_path, capsys):
+    rebalance(source, tmp_path / "out", StandIn(), batch_size=4, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rebalance:")]
+    assert lines and lines[-1].startswith("rebalance: 100% 27/27")
+    assert re.search(r"malignant/2 \d+/7 acc \d+% eta \d+s", "\n".join(lines))
