@@ -36,7 +36,6 @@ import speed_common as sc  # noqa: E402
 import torch  # noqa: E402
 
 PROMPT_TARGET = ("malignant", "2"), ("benign", "1")  # the groups given missing images
-MARKERS = ("<!-- rebalance_speed: written by benchmarks/rebalance_speed.py -->", "<!-- /rebalance_speed -->")
 
 
 def make_adapter(base: Path, folder: Path) -> Path:
@@ -53,7 +52,7 @@ def make_adapter(base: Path, folder: Path) -> Path:
     return folder
 
 
-def plain_loop(pipe, jobs, tries: int, steps: int, size: int, out: Path) -> tuple[float, int, int]:
+def plain_loop(pipe, jobs, tries: int, steps: int, size: int, out: Path, seed: int = 0) -> tuple[float, int, int]:
     """(seconds, renders, accepted): one call per image, check after each, accepted saved."""
     from dermdiff_lora.generation.grid import save_png
     from dermdiff_lora.tone.rebalance import judge
@@ -63,7 +62,7 @@ def plain_loop(pipe, jobs, tries: int, steps: int, size: int, out: Path) -> tupl
     start = time.perf_counter()
     for job in jobs:
         for attempt in range(tries):
-            seed = job.seed(0) + attempt
+            seed = job.seed(seed) + attempt
             image = pipe(job.prompt, num_inference_steps=steps, guidance_scale=7.5, height=size, width=size,
                          generator=torch.Generator().manual_seed(seed)).images[0]
             renders += 1
@@ -74,26 +73,33 @@ def plain_loop(pipe, jobs, tries: int, steps: int, size: int, out: Path) -> tupl
     return time.perf_counter() - start, renders, accepted
 
 
-def ours(base: Path, adapter: Path, data: Path, out: Path, args, scheduler: str, steps: int):
-    from dermdiff_lora.tone.rebalance import pipeline_generate_fn, rebalance
+def ours_pipeline(base: Path, adapter: Path, args, scheduler: str, steps: int):
+    """(generate_fn, settings) of rebalance's pipeline: the adapter fused, ``scheduler``, batch size."""
+    from dermdiff_lora.tone.rebalance import pipeline_generate_fn
     from dermdiff_lora.tone.rebalance_pipeline import auto_batch_size, load_render_pipeline
 
     pipe, settings = load_render_pipeline(str(base), [(str(adapter), 1.0)], scheduler=scheduler, dtype=args.dtype)
     pipe("warm-up", num_inference_steps=1, height=args.size, width=args.size)
-    gen = pipeline_generate_fn(pipe, steps=steps, guidance_scale=7.5, height=args.size, width=args.size)
-    batch = auto_batch_size(pipe, args.size, 7.5) if args.batch == "auto" else int(args.batch)
-    settings["batch_size"] = batch
+    settings["batch_size"] = auto_batch_size(pipe, args.size, 7.5) if args.batch == "auto" else int(args.batch)
+    return pipeline_generate_fn(pipe, steps=steps, guidance_scale=7.5, height=args.size, width=args.size), settings
+
+
+def run_ours(gen, data: Path, out: Path, args, batch: int, seed: int = 0):
+    """(seconds of the whole ``rebalance`` call, its report)."""
+    from dermdiff_lora.tone.rebalance import rebalance
+
     start = time.perf_counter()
-    report = rebalance(data, out, gen, target=args.target, max_tries=args.tries, batch_size=batch,
+    report = rebalance(data, out, gen, target=args.target, max_tries=args.tries, batch_size=batch, seed=seed,
                        workers=args.workers, progress=False)
-    return time.perf_counter() - start, report, settings
+    return time.perf_counter() - start, report
 
 
 def speed(args, root: Path) -> list[str]:
     args.size, args.dtype = sc.MID_RESOLUTION, "fp32"
     base = sc.build_mid(root / "mid")
     return [f"mid-size SD-shaped pipeline (UNet 80/160/320/320, LoRA r8 on attention), {args.size}², CPU, "
-            f"{torch.get_num_threads()} torch thread(s), guidance 7.5, {args.slots} slots x {args.tries} tries "
+            f"{torch.get_num_threads()} torch thread(s), guidance 7.5, {args.rounds} rounds (contenders in turn) of "
+            f"{args.slots} slots x {args.tries} tries "
             "(random weights: every try rejected, so both make the same renders and checks)", "",
             *compare(base, root, args)]
 
@@ -109,16 +115,25 @@ def compare(base: Path, root: Path, args) -> list[str]:
     rows = plan_run(data, target={}).rows
     have = {k: sum((r["benign_malignant"], r["skin_tone"]) == k for r in rows) for k in PROMPT_TARGET}
     args.target = {k: have[k] + n for k, n in zip(PROMPT_TARGET, (args.slots // 2, args.slots - args.slots // 2))}
-    jobs = plan_run(data, target=args.target, max_tries=args.tries).jobs()
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
     plain = load_pipeline(str(base), torch_dtype=dtype).to("cuda" if torch.cuda.is_available() else "cpu")
     attach(plain, [(adapter, 1.0)], base_label=str(base))
     plain.set_progress_bar_config(disable=True)
     plain("warm-up", num_inference_steps=1, height=args.size, width=args.size)
-    ref_s, ref_n, ref_ok = plain_loop(plain, jobs, args.tries, args.steps, args.size, root / "plain")
+    gen, settings = ours_pipeline(base, adapter, args, "default", args.steps)
+    ref_s = loop_s = total_s = 0.0
+    ref_n = ref_ok = n = ok = 0
+    for r in range(args.rounds):  # same slots and seeds per round (seed r), in turn, alternating who goes first
+        jobs = plan_run(data, target=args.target, max_tries=args.tries, seed=r).jobs()
+        for who in (("plain", "ours") if r % 2 == 0 else ("ours", "plain")):
+            if who == "plain":
+                t, renders, accepted = plain_loop(plain, jobs, args.tries, args.steps, args.size, root / "plain", r)
+                ref_s, ref_n, ref_ok = ref_s + t, ref_n + renders, ref_ok + accepted
+            else:
+                t, report = run_ours(gen, data, root / f"ours{r}", args, settings["batch_size"], r)
+                total_s, loop_s = total_s + t, loop_s + report.speed["seconds"]
+                n, ok = n + report.speed["renders"], ok + report.speed["accepted"]
     del plain
-    total_s, report, settings = ours(base, adapter, data, root / "ours", args, "default", args.steps)
-    loop_s, n, ok = report.speed["seconds"], report.speed["renders"], report.speed["accepted"]
     per = lambda s, n, ok: f"{s / ok if ok else s / n:.2f} s per {'accepted image' if ok else 'render'}"  # noqa: E731
     lines = ["| contender | scheduler, steps | renders | accepted | seconds | per image | vs plain loop |",
              "| --- | --- | --- | --- | --- | --- | --- |",
@@ -131,7 +146,8 @@ def compare(base: Path, root: Path, args) -> list[str]:
              f"| {n} | {ok} | {total_s:.1f} | {per(total_s, n, ok)} | {total_s / ref_s:.2f}× |"]
     if getattr(args, "new_defaults", 0):  # steps of the auto scheduler
         steps = args.new_defaults
-        new_s, new, new_settings = ours(base, adapter, data, root / "ours_new", args, "auto", steps)
+        gen, new_settings = ours_pipeline(base, adapter, args, "auto", steps)
+        _, new = run_ours(gen, data, root / "ours_new", args, new_settings["batch_size"])
         lines.append(f"| rebalance at its new defaults (auto), render+check loop | {new_settings['sampler']}, {steps} "
                      f"| {new.speed['renders']} | {new.speed['accepted']} | {new.speed['seconds']:.1f} | "
                      f"{per(new.speed['seconds'], new.speed['renders'], new.speed['accepted'])} | "
@@ -142,7 +158,7 @@ def compare(base: Path, root: Path, args) -> list[str]:
 def gpu_variant(base: Path, root: Path, *, smoke: bool = False) -> list[str]:
     """The comparison on a full-size base on the GPU (``smoke``: the toy base on the CPU, 2 slots, 2 steps):
     fp16, 16 slots, 50 steps, batch size from the memory model, 2 check workers; then the new defaults."""
-    args = argparse.Namespace(slots=2 if smoke else 16, tries=1, steps=2 if smoke else 50, batch="auto",
+    args = argparse.Namespace(slots=2 if smoke else 16, tries=1, rounds=1, steps=2 if smoke else 50, batch="auto",
                               workers=0 if smoke else 2, size=32 if smoke else 512,
                               dtype="fp32" if smoke else "fp16", new_defaults=2 if smoke else 25)
     root.mkdir(parents=True, exist_ok=True)
@@ -157,6 +173,8 @@ def plain_sampler(base: Path) -> str:
 
 
 def step_change(args, root: Path) -> list[str]:
+    import numpy as np
+
     from dermdiff_lora.core.models import load_pipeline
     from dermdiff_lora.core.prompts import DEFAULT_TEMPLATE, DEFAULT_VALUE_MAPS, PromptBuilder
     from dermdiff_lora.eval.features import extract, tiny_dinov2
@@ -175,7 +193,9 @@ def step_change(args, root: Path) -> list[str]:
     real_features = extract(extractor, real)
     lines = [f"tiny, 32 px, guidance 2.0, 6 prompts x {args.seeds} seeds (1000...), FID: tiny-dinov2 (random "
              f"weights) against {len(real)} real synthetic images; in group: ITA border estimate, paper scheme",
-             "", "| sampling | in prompted tone group | lesion found | FID | s per image |", "| --- | --- | --- | --- | --- |"]
+             "", "| sampling | in prompted tone group | lesion found | FID | mean abs. pixel difference to 50 steps | "
+             "s per image |", "| --- | --- | --- | --- | --- | --- |"]
+    reference = None
     for label, scheduler, steps in (("plain loop: base's scheduler, 50 steps", "default", 50),
                                     ("old rebalance default: base's scheduler, 30 steps", "default", 30),
                                     ("new rebalance default: auto, 25 steps", "auto", 25)):
@@ -187,16 +207,21 @@ def step_change(args, root: Path) -> list[str]:
         in_group = sum(s.category == s.words["skin_tone"] for s in samples) / len(samples)
         lesion = sum(s.lesion_fraction >= fidelity.LESION_MIN_FRACTION for s in samples) / len(samples)
         fid = fid_from_features(real_features, extract(extractor, [s.image for s in samples]))
-        lines.append(f"| {label} ({sampler}) | {in_group:.0%} | {lesion:.0%} | {fid:.2f} | {seconds:.3f} |")
+        pixels = np.stack([np.asarray(s.image.convert("RGB"), dtype=np.float32) for s in samples])
+        reference = pixels if reference is None else reference
+        lines.append(f"| {label} ({sampler}) | {in_group:.0%} | {lesion:.0%} | {fid:.3f} | "
+                     f"{np.abs(pixels - reference).mean():.2f} of 255 | {seconds:.3f} |")
     return lines
 
 
-def write_readme(text: str) -> None:
+def write_readme(part: str, text: str) -> None:
+    """Replace the README's block of ``part`` (speed, steps) with ``text``."""
     path = Path(__file__).parent / "README.md"
+    start, end = f"<!-- rebalance_speed {part}: written by benchmarks/rebalance_speed.py -->", "<!-- /rebalance_speed -->"
+    block = f"{start}\n{text}\n{end}"
     readme = path.read_text()
-    block = f"{MARKERS[0]}\n{text}\n{MARKERS[1]}"
-    pattern = re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1])
-    readme = re.sub(pattern, lambda _: block, readme, flags=re.S) if MARKERS[0] in readme else readme + "\n" + block + "\n"
+    pattern = re.escape(start) + ".*?" + re.escape(end)
+    readme = re.sub(pattern, lambda _: block, readme, flags=re.S) if start in readme else readme + "\n" + block + "\n"
     path.write_text(readme)
 
 
@@ -204,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--tries", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --slots, contenders in turn")
+    parser.add_argument("--skip-steps", action="store_true", help="only part (a)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", default="4", help="images per call, or auto (the memory model; GPU)")
     parser.add_argument("--seeds", type=int, default=3)
@@ -215,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     sc.setup_process(args.threads)
     root = sc.workdir()
     with tempfile.TemporaryDirectory(dir=root):
-        lines = [] if args.skip_speed else speed(args, root) + [""]
-        lines += step_change(args, root)
-    text = "\n".join(lines)
-    print(text)
-    if args.write_readme:
-        write_readme(text)
+        for part, run, skip in (("speed", speed, args.skip_speed), ("steps", step_change, args.skip_steps)):
+            if not skip:
+                text = "\n".join(run(args, root))
+                print(text + "\n", flush=True)
+                if args.write_readme:
+                    write_readme(part, text)
     return 0
 
 
