@@ -151,6 +151,9 @@ def cmd_rebalance(args) -> int:
     if unknown := [c for c in builder.columns if c not in groups]:
         raise ConfigError(f"the prompt template {builder.template!r} uses {', '.join(unknown)}: add it to --groups "
                           f"(now {','.join(groups)})")
+    procs = launched_processes()  # first: each launched process takes its own GPU
+    if args.dry_run and procs.rank:
+        return 0
     pipe, settings = load_render_pipeline(base, adapters, scheduler=args.scheduler, dtype=args.dtype,
                                           compile_unet=args.compile)
     size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -170,7 +173,7 @@ def cmd_rebalance(args) -> int:
         return 0
     report = rebalance(None, args.paths[-1], generate_fn, batch_size=batch,
                        workers=default_workers() if args.workers is None else args.workers,
-                       processes=launched_processes(), run_settings={**settings, **render},
+                       processes=procs, run_settings={**settings, **render},
                        progress=not args.no_progress, **plan_kw)
     print(report.to_json())
     return 0

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -68,7 +69,11 @@ def launched_processes() -> Processes:
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: torchrun's CPU processes form a gloo group
+    # cpu: torchrun's CPU processes form a gloo group; the last barrier waits for the slowest process's
+    # share of the slots, so the group's timeout is a day, not the 10-30 minutes of torch's defaults
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(days=1))
+    if state.device.type == "cuda":
+        torch.cuda.set_device(state.device)  # "cuda" below means this process's own GPU
     return Processes(state.process_index, state.num_processes, state.wait_for_everyone)
 
 
