@@ -71,7 +71,13 @@ def format_dry_run(result: dict) -> str:
             lines.append(f"{label:<28} {g['needs']:>6} {g['pilot_accepted']:>4}/{g['pilot']:<4} {rate:>7} "
                          f"{g['expected_renders']:>8.0f} {g['expected_accepted']:>7.0f}")
     lines.append(f"expected: {result['expected_renders']:.0f} renders (max {result['max_tries']} tries per image), "
-                 f"~{result['expected_seconds'] / 60:.1f} min at {result['seconds_per_render']:.3f} s per render "
+                 f"~{_duration(result['expected_seconds'])} at {result['seconds_per_render']:.3f} s per render "
                  f"(measured on {result['pilot_renders']} pilot renders, batch {result['batch_size']}, checks in "
                  "this process)")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

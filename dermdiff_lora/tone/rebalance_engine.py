@@ -175,10 +175,10 @@ def run_jobs(jobs: list[Job], render: BatchFn, judge, scheme, *, out: Path, seed
                     added += reason is None
                     groups.add(job.label, reason is None, finished)
                     if finished:
+                        bar.set_postfix(groups=groups.postfix(), refresh=False)
                         bar.update(1)
                     else:
                         heapq.heappush(pending, (job.order, job))
-                bar.set_postfix(groups=groups.postfix(), refresh=False)
     seconds = time.perf_counter() - start
     renders = sum(groups.tries.values())
     return {"renders": renders, "accepted": added, "seconds": round(seconds, 3),
