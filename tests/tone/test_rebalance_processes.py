@@ -4,6 +4,7 @@ the same files as one process, with no duplicate and no missing (slot, seed)."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,17 @@ def test_two_processes_killed_mid_run_resume_to_the_one_process_result(tmp_path)
     assert len(journals["rank1"]) == 6  # its 3 finished batches of 2: killed while rendering the 4th
     slots = {rank: {(r["group"], r["slot"]) for r in recs} for rank, recs in journals.items()}
     assert not slots["rank0"] & slots["rank1"]
+
+    alone = tmp_path / "alone"  # the same killed run, resumed by one process instead of two
+    shutil.copytree(out, alone)
+    again = Stub()
+    rebalance(data, alone, again, max_tries=6, progress=False)
+    assert _files(alone) == _files(one) and not (alone / PARTS_DIR).exists()
+    # no try made twice: the journalled ones, and an acceptance whose row was written but not its journal line
+    journalled = {r["seed"] for recs in journals.values() for r in recs}
+    unjournalled = [r for rows in parts.values() for r in rows if int(r["seed"]) not in journalled]
+    total = sum(g["generated"] for g in report.groups.values())
+    assert again.calls == total - len(journalled) - len(unjournalled)
 
     resumed = _torchrun(str(data), str(out))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
