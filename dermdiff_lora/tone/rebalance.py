@@ -259,6 +259,7 @@ class RunPlan:
     seed: int
     max_tries: int
     base: Path | None
+    target: str | Mapping = "equal"
 
     def jobs(self) -> list[Job]:
         """Every slot of every group, in a fixed order (the order processes share them in)."""
@@ -293,7 +294,7 @@ def plan_run(dataset_dir, *, target="equal", groups=("benign_malignant", "skin_t
                 "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()},
                 **({"render": dict(render)} if render else {})}
     return RunPlan(table, rows, columns, file_col, suffix, all_groups, plan, names, settings, tone_scheme, groups,
-                   tone_column, prompt_fn or default_prompt, seed, max_tries, base)
+                   tone_column, prompt_fn or default_prompt, seed, max_tries, base, target)
 
 
 def rebalance(dataset_dir: str | os.PathLike | None, out_dir: str | os.PathLike, generate_fn: GenerateFn, *,
