@@ -287,6 +287,13 @@ def guarded(what: str, fn, *args) -> bool:
         return False
 
 
+def rebalance_check(target: Target, root: Path, smoke: bool) -> None:
+    """rebalance vs a plain diffusers loop on this base (benchmarks/rebalance_speed.py's comparison)."""
+    import rebalance_speed
+
+    print("\n" + "\n".join(rebalance_speed.gpu_variant(Path(target.base), root / "rebalance", smoke=smoke)), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="timed micro-steps per run (whole optimizer "
@@ -323,6 +330,7 @@ def run_all(args, root: Path) -> int:
     with sc.cpu_loss_scaler() if args.smoke else contextlib.nullcontext():
         ok = [guarded(recipe, bench_recipe, target, data, root, recipe, args) for recipe in RECIPES]
         ok.append(guarded("resume check", resume_check, target, data, root, args.resume_steps))
+        ok.append(guarded("rebalance", rebalance_check, target, root, args.smoke))
     print(f"\ntotal {time.time() - t0:.0f} s; {ok.count(False)} of {len(ok)} parts failed")
     return 0 if all(ok) else 1
 

@@ -188,8 +188,8 @@ def _generate_parser(sub) -> None:
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--scheduler", default="default", help="default (the base's), pndm, ddim, ddpm, euler, "
-                   "euler_a, dpm++, unipc, heun")
+    p.add_argument("--scheduler", default="default", help="default (the base's), auto (DPM-Solver++ from "
+                   "the base's config), pndm, ddim, ddpm, euler, euler_a, dpm++, unipc, heun")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=4)

@@ -67,10 +67,6 @@ def is_blank(image: Image.Image, tol: float = 2.0) -> bool:
 
 
 # --------------------------------------------------------------------------------------- generate command
-SCHEDULERS = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler", "ddpm": "DDPMScheduler",
-              "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler",
-              "dpm++": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler",
-              "heun": "HeunDiscreteScheduler"}
 SETTINGS_FILE = "generate.json"
 
 
@@ -133,6 +129,7 @@ def _pipeline(s: GenerateSettings):
 
     from ..adapters.apply import attach
     from ..core.models import load_pipeline
+    from .schedulers import set_scheduler
 
     dtypes = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
     if s.dtype not in dtypes:
@@ -142,12 +139,7 @@ def _pipeline(s: GenerateSettings):
     if s.safety_checker and pipe.safety_checker is None:
         raise ModelError(f"base {s.base} has no safety_checker component to switch on; drop --safety-checker")
     info = attach(pipe, s.adapters, base_label=s.base, allow_pickle=s.allow_pickle)
-    if s.scheduler != "default":
-        if s.scheduler not in SCHEDULERS:
-            raise ConfigError(f"scheduler {s.scheduler!r}: use default or one of {', '.join(SCHEDULERS)}")
-        import diffusers
-
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[s.scheduler]).from_config(pipe.scheduler.config)
+    set_scheduler(pipe, s.scheduler)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     return pipe, info
 

@@ -9,6 +9,7 @@ is written atomically before its metadata row is appended.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -23,21 +24,23 @@ from PIL import Image
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write, disk_errors
 from ..core.lock import folder_lock
-from ..core.progress import progress as progress_bar
 from ..core.prompts import DEFAULT_VALUE_MAPS
-from ..generation.grid import save_png
 from .audit import data_config
+from .rebalance_engine import Checker, Job, Processes, batch_fn, run_jobs
 from .rebalance_input import input_base, read_input, real_names
 from .rebalance_store import (
+    PARTS_DIR,
     REPORT_FILE,
-    TRIES_FILE,
-    _append_line,
+    SPEED_FILE,
+    TRIES_FILE,  # noqa: F401  (re-exported: the journal file name)
+    Writer,
     _copy_real,
-    _csv_line,
     _init_metadata,
     _load_state,
     _prepare_out,
     _Slot,
+    gather_speed,
+    merge_parts,
 )
 from .rebalance_targets import DEFAULT_TARGET, normalise_target, plan_counts, prior_report
 from .skintone import SCHEMES, ToneScheme, estimate_ita, get_scheme
@@ -69,25 +72,30 @@ def default_prompt(row: Mapping[str, str]) -> str:
     )
 
 
-def pipeline_generate_fn(
-    pipe, *, steps: int = 50, guidance_scale: float = 7.5, height: int = 512, width: int = 512
-) -> GenerateFn:
-    """A ``generate_fn`` over a diffusers StableDiffusionPipeline, seeded by a CPU ``torch.Generator``."""
+class PipelineGenerate:
+    """A ``generate_fn`` over a diffusers StableDiffusionPipeline: ``(prompt, seed) -> image``, and
+    ``render_batch(prompts, seeds)`` for a batch; each image's noise comes from its own CPU generator."""
 
-    def generate(prompt: str, seed: int) -> Image.Image:
+    def __init__(self, pipe, *, steps: int = 25, guidance_scale: float = 7.5, height: int = 512,
+                 width: int = 512) -> None:
+        self.pipe, self.steps, self.guidance_scale, self.height, self.width = pipe, steps, guidance_scale, height, width
+
+    def render_batch(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         import torch
 
-        out = pipe(
-            prompt,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            height=height,
-            width=width,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        return out.images[0]
+        out = self.pipe(list(prompts), num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
+                        height=self.height, width=self.width,
+                        generator=[torch.Generator().manual_seed(int(s)) for s in seeds])
+        return list(out.images)
 
-    return generate
+    def __call__(self, prompt: str, seed: int) -> Image.Image:
+        return self.render_batch([prompt], [seed])[0]
+
+
+def pipeline_generate_fn(pipe, *, steps: int = 25, guidance_scale: float = 7.5, height: int = 512,
+                         width: int = 512) -> PipelineGenerate:
+    """A ``generate_fn`` over a diffusers StableDiffusionPipeline, seeded by CPU ``torch.Generator``s."""
+    return PipelineGenerate(pipe, steps=steps, guidance_scale=guidance_scale, height=height, width=width)
 
 
 def judge(image: Image.Image, wanted: str, scheme: ToneScheme) -> tuple[str | None, float | None]:
@@ -119,12 +127,15 @@ class RebalanceReport:
     path: Path
     input: dict | None = None  # the input's rows left out and where its tones came from
     label_prior: dict | None = None  # each tone group's label shares before and after (rebalance_targets)
+    speed: dict | None = None  # this run's renders, acceptances, seconds, images per second
+    settings: dict | None = None  # the run's settings (plan, seed, scheduler, steps, batch size, ...)
 
     def to_json(self) -> str:
         """The report as JSON (what ``rebalance_report.json`` holds)."""
         totals = {k: sum(g[k] for g in self.groups.values()) for k in ("requested", "generated", "accepted")}
         return json.dumps({"out_dir": str(self.out_dir), "totals": totals, "groups": self.groups,
-                           "input": self.input, "label_prior": self.label_prior}, indent=2)
+                           "input": self.input, "label_prior": self.label_prior, "speed": self.speed,
+                           "settings": self.settings}, indent=2)
 
 
 def _label(key: tuple[str, ...]) -> str:
@@ -162,77 +173,6 @@ def _summarise(plan: dict, records: list[dict]) -> dict[str, dict]:
     for g in groups.values():
         g["acceptance_rate"] = round(g["accepted"] / g["generated"], 4) if g["generated"] else None
     return groups
-
-
-def _report(out: Path, summary: dict, added: int, table, prior: tuple) -> RebalanceReport:
-    """The run's report; ``prior`` = (rows, groups, tone column, all groups, target) for its label_prior."""
-    rows, groups, tone_column, all_groups, target = prior
-    accepted = {k: summary[_label(k)]["accepted"] for k in all_groups}
-    return RebalanceReport(out, summary, added, out / REPORT_FILE, {"left_out": dict(table.left_out), "tone": table.tone},
-                           prior_report(rows, list(groups), tone_column, accepted, target))
-
-
-def _save_synthetic_png(image: Image.Image, path: Path, prompt: str, seed: int) -> None:
-    save_png(image.convert("RGB"), path, {"synthetic": "true", "prompt": prompt, "seed": str(seed)})
-
-
-@dataclass
-class _Run:
-    """What every slot of one rebalance call needs."""
-
-    out: Path
-    generate_fn: GenerateFn
-    prompt_fn: Callable[[dict], str]
-    scheme: ToneScheme
-    groups: Sequence[str]
-    tone_column: str
-    fieldnames: list[str]
-    file_column: str
-    file_suffix: str  # "" when the file column holds stems (image_name), else ".png"
-    seed: int
-    max_tries: int
-
-
-def _fill_slot(run: _Run, gi: int, key: tuple[str, ...], index: int, slot: _Slot) -> bool:
-    """Try seeds for one missing image until one is accepted or ``max_tries`` is reached; True if added.
-
-    Order of writes: the image (atomically), its metadata row, then the journal line.
-    """
-    values = dict(zip(run.groups, key))
-    prompt = run.prompt_fn(values)
-    wanted = tone_name(values[run.tone_column], run.scheme)
-    name = _slot_name(run.seed, key, index)
-    for attempt in range(slot.tries, run.max_tries):
-        seed = run.seed + 1_000_000 * gi + 1000 * index + attempt
-        image = run.generate_fn(prompt, seed)
-        reason, ita = judge(image, wanted, run.scheme)
-        if reason is None:
-            _save_synthetic_png(image, run.out / f"{name}.png", prompt, seed)
-            row = {
-                **dict.fromkeys(run.fieldnames, ""),
-                **values,
-                "synthetic": "true",
-                "seed": seed,
-                "prompt": prompt,
-                "ita_estimated": f"{ita:.3f}",
-                "tone_source": "prompted (ITA-checked)",
-                run.file_column: name + run.file_suffix,
-            }
-            if "target" in row and "benign_malignant" in values:
-                row["target"] = int(values["benign_malignant"] == "malignant")
-            _append_line(run.out / "metadata.csv", _csv_line(run.fieldnames, row))
-        record = {
-            "group": _label(key),
-            "slot": index,
-            "try": attempt,
-            "seed": seed,
-            "reason": reason,
-            "ita": None if ita is None else round(ita, 3),
-        }
-        _append_line(run.out / TRIES_FILE, json.dumps(record) + "\n")
-        if reason is None:
-            return True
-    return False
 
 
 def _slot_name(seed: int, key: tuple[str, ...], index: int) -> str:
@@ -275,42 +215,50 @@ def _slot_names(all_groups, plan, seed: int, suffix: str, listed: set[str], meta
     return names
 
 
-def rebalance(
-    dataset_dir: str | os.PathLike | None,
-    out_dir: str | os.PathLike,
-    generate_fn: GenerateFn,
-    *,
-    target: str | Mapping = DEFAULT_TARGET,
-    groups: Sequence[str] = ("benign_malignant", "skin_tone"),
-    prompt_fn: Callable[[dict], str] | None = None,
-    max_tries: int = 5,
-    seed: int = 0,
-    scheme: str | ToneScheme | tuple = "paper",
-    tone_column: str = "skin_tone",
-    file_column: str = "auto",
-    link: bool = False,
-    progress: bool = True,
-    data_cfg=None,
-    value_maps: Mapping | None = None,
-    adapter: str | os.PathLike | None = None,
-) -> RebalanceReport:
-    """Write ``out_dir``: the dataset's images and rows, accepted synthetic images for the groups
-    ``plan_counts`` finds lacking, and ``rebalance_report.json``. Rerunning resumes (or adds nothing).
+@dataclass
+class RunPlan:
+    """What a rebalance (or its dry run) works from: the input rows, the slots each group lacks, names."""
 
-    ``data_cfg`` (a run's data section: preset, metadata + images, ``datasets`` dataset, audit tones)
-    replaces ``dataset_dir``; tones are read as training reads them (given, else the audit's estimate) with
-    ``value_maps`` (default: the paper's). ``target`` keys are tuples of group values (strings), e.g.
-    ``("malignant", "2")``. ``prompt_fn(row)`` gets the group values; default ``default_prompt``. ``link``
-    hard-links real images where possible. Synthetic images are ``syn<seed>_<group>_<slot>.png`` with PNG
-    text chunks synthetic / prompt / seed; the output is an imagefolder training reads as it is.
-    """
+    table: object
+    rows: list[dict]
+    columns: list[str]
+    file_col: str
+    suffix: str  # "" when the file column holds stems (image_name), else ".png"
+    all_groups: list[tuple[str, ...]]
+    plan: dict[tuple[str, ...], int]
+    names: dict[str, tuple[str, int]]
+    settings: dict
+    scheme: ToneScheme
+    groups: Sequence[str]
+    tone_column: str
+    prompt_fn: Callable[[dict], str]
+    seed: int
+    max_tries: int
+    base: Path | None
+    target: str | Mapping = DEFAULT_TARGET
+
+    def jobs(self) -> list[Job]:
+        """Every slot of every group, in a fixed order (the order processes share them in)."""
+        jobs = []
+        for gi, key in enumerate(self.all_groups):
+            values = dict(zip(self.groups, key))
+            prompt, wanted = self.prompt_fn(values), tone_name(values[self.tone_column], self.scheme)
+            jobs += [Job(len(jobs) + i, gi, _label(key), i, values, prompt, wanted, _slot_name(self.seed, key, i))
+                     for i in range(self.plan[key])]
+        return jobs
+
+
+def plan_run(dataset_dir, *, target=DEFAULT_TARGET, groups=("benign_malignant", "skin_tone"), prompt_fn=None,
+             max_tries: int = 5, seed: int = 0, scheme="paper", tone_column: str = "skin_tone",
+             file_column: str = "auto", data_cfg=None, value_maps=None, adapter=None, render=None) -> RunPlan:
+    """Read the input and work out the slots (``rebalance``'s arguments; ``render``: image settings)."""
     _check_args(groups, tone_column, prompt_fn, max_tries)
     tone_scheme = get_scheme(scheme)
     data_cfg = data_cfg or data_config(dataset_dir, file_column=file_column)
     tone_map = (value_maps or DEFAULT_VALUE_MAPS).get(tone_column)
     table, data_cfg = read_input(data_cfg, groups, tone_column, tone_map)
-    base, out = input_base(data_cfg), Path(out_dir)
-    file_col, values, files = real_names(table)
+    base = input_base(data_cfg)
+    file_col, values, _ = real_names(table)
     rows = [{**r, file_col: value} for r, value in zip(table.rows, values)]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     all_groups, plan = _plan(rows, groups, tone_column, tone_scheme, target)
@@ -319,18 +267,104 @@ def rebalance(
     names = _slot_names(all_groups, plan, seed, suffix, {row[file_col] for row in rows}, source)
     settings = {"adapter": str(Path(adapter).resolve()) if adapter else None,
                 "dataset_dir": str(base.resolve()) if base else str(data_cfg.dataset), "groups": list(groups),
-                "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()}}
-    _prepare_out(base, out, settings)
-    with folder_lock(out, "rebalance"), disk_errors(out, "rebalance output"):  # one writer; disk full: 1 line
-        _copy_real(out, list(zip(table.images, files)), link)
-        fieldnames, synthetic = _init_metadata(out, columns, rows)
-        slots, _ = _load_state(out, names, synthetic, file_col)
-        run = _Run(out, generate_fn, prompt_fn or default_prompt, tone_scheme, groups, tone_column, fieldnames,
-                   file_col, suffix, seed, max_tries)
-        todo = [(gi, k, i, slots.get((_label(k), i), _Slot())) for gi, k in enumerate(all_groups) for i in range(plan[k])]
-        todo = [t for t in todo if not t[3].accepted and t[3].tries < max_tries]
-        added = sum(_fill_slot(run, *t) for t in progress_bar(todo, desc="rebalance", unit="img", disable=not progress))
-        _, records = _load_state(out, names, _init_metadata(out, columns, rows)[1], file_col)
-        report = _report(out, _summarise(plan, records), added, table, (rows, groups, tone_column, all_groups, target))
-        atomic_write(report.path, report.to_json())
+                "seed": seed, "scheme": tone_scheme.name, "plan": {_label(k): n for k, n in plan.items()},
+                **({"render": dict(render)} if render else {})}
+    return RunPlan(table, rows, columns, file_col, suffix, all_groups, plan, names, settings, tone_scheme, groups,
+                   tone_column, prompt_fn or default_prompt, seed, max_tries, base, target)
+
+
+def rebalance(dataset_dir: str | os.PathLike | None, out_dir: str | os.PathLike, generate_fn: GenerateFn, *,
+              link: bool = False, progress: bool = True, batch_size: int = 1, workers: int = 0,
+              processes: Processes | None = None, run_settings: Mapping | None = None,
+              **plan_kw) -> RebalanceReport:
+    """Write ``out_dir``: the dataset's images and rows, accepted synthetic images for the groups
+    ``plan_counts`` finds lacking, and ``rebalance_report.json``. Rerunning resumes (or adds nothing).
+
+    ``plan_kw`` are ``plan_run``'s: ``target`` (keys: tuples of group values as strings, e.g.
+    ``("malignant", "2")``), ``groups``, ``prompt_fn(row)`` (gets the group values; default
+    ``default_prompt``), ``max_tries``, ``seed``, ``scheme``, ``tone_column``, ``file_column``, ``data_cfg``
+    (a run's data section: replaces ``dataset_dir``; tones read as training reads them with ``value_maps``),
+    ``adapter`` and ``render`` (image settings: a resumed run must use the same). ``link`` hard-links real
+    images where possible. Synthetic images are ``syn<seed>_<group>_<slot>.png`` with PNG text chunks
+    synthetic / prompt / seed; the output is an imagefolder training reads as it is.
+
+    ``generate_fn(prompt, seed)`` (or its ``render_batch(prompts, seeds)``) renders ``batch_size`` slots at
+    a time; ``workers`` CPU processes check them while the next batch renders. ``processes`` (several
+    launched processes, e.g. ``launched_processes()``) share the slots; each writes its own rows, merged at
+    the end. ``run_settings`` go into the report as they are.
+    """
+    rp, out = plan_run(dataset_dir, **plan_kw), Path(out_dir)
+    procs = processes or Processes()
+    if procs.rank == 0:
+        _prepare_out(rp.base, out, rp.settings)
+    procs.barrier()
+    if procs.rank:
+        _prepare_out(rp.base, out, rp.settings)
+    with _locks(out, procs), disk_errors(out, "rebalance output"):  # one writer per file; disk full: 1 line
+        if procs.rank == 0:
+            _copy_real(out, list(zip(rp.table.images, real_names(rp.table)[2])), link)
+            _init_metadata(out, rp.columns, rp.rows)
+        procs.barrier()
+        stats = _render_share(rp, out, generate_fn, procs, batch_size=batch_size, workers=workers,
+                              progress=progress)
+        procs.barrier()
+        if procs.rank == 0:
+            stats = gather_speed(out, stats, procs.world)
+            merge_parts(out, rp.names, {_label(k): gi for gi, k in enumerate(rp.all_groups)}, rp.file_col)
+        procs.barrier()  # the others read the merged files
+        _, records = _load_state(out, rp.names, _init_metadata(out, rp.columns, rp.rows)[1], rp.file_col)
+        summary = _summarise(rp.plan, records)
+        accepted = {k: summary[_label(k)]["accepted"] for k in rp.all_groups}
+        report = RebalanceReport(out, summary, stats["accepted"], out / REPORT_FILE,
+                                 {"left_out": dict(rp.table.left_out), "tone": rp.table.tone},
+                                 prior_report(rp.rows, list(rp.groups), rp.tone_column, accepted, rp.target),
+                                 speed=stats, settings={**rp.settings, **(run_settings or {}),
+                                                        "batch_size": batch_size, "workers": workers})
+        if procs.rank == 0:
+            atomic_write(report.path, report.to_json())
         return report
+
+
+@contextlib.contextmanager
+def _locks(out: Path, procs: Processes):
+    """The output's lock (one run at a time: held by the first process) and each process's part lock."""
+    with contextlib.ExitStack() as stack:
+        if procs.rank == 0:
+            stack.enter_context(folder_lock(out, "rebalance"))
+        if procs.world > 1:
+            stack.enter_context(folder_lock(out / PARTS_DIR / f"rank{procs.rank}", "rebalance process"))
+        yield
+
+
+def _render_share(rp: RunPlan, out: Path, generate_fn, procs: Processes, **kw) -> dict:
+    """Render and check this process's share of the slots not done yet; returns its speed figures."""
+    fieldnames, synthetic = _init_metadata(out, rp.columns, rp.rows)
+    slots, _ = _load_state(out, rp.names, synthetic, rp.file_col)
+    jobs = procs.share(rp.jobs())  # shared before looking at progress, so every process agrees
+    for job in jobs:
+        slot = slots.get((job.label, job.index), _Slot())
+        job.attempt = rp.max_tries if slot.accepted else slot.tries
+    writer = Writer(out, fieldnames, None if procs.world == 1 else procs.rank)
+    checker = Checker(kw["workers"])
+    try:
+        stats = run_jobs(jobs, batch_fn(generate_fn), judge, rp.scheme, out=out, seed=rp.seed,
+                         max_tries=rp.max_tries, batch_size=kw["batch_size"], checker=checker,
+                         on_result=lambda *a: _record(rp, writer, *a), progress=kw["progress"])
+    finally:
+        checker.close()
+    if procs.world > 1:
+        atomic_write(writer.folder / SPEED_FILE, json.dumps(stats))
+    return stats
+
+
+def _record(rp: RunPlan, writer: Writer, job: Job, seed: int, reason: str | None, ita: float | None) -> None:
+    """Write one try: the accepted image's metadata row (its image is saved already), then the journal."""
+    if reason is None:
+        row = {**dict.fromkeys(writer.fieldnames, ""), **job.values, "synthetic": "true", "seed": seed,
+               "prompt": job.prompt, "ita_estimated": f"{ita:.3f}", "tone_source": "prompted (ITA-checked)",
+               rp.file_col: job.name + rp.suffix}
+        if "target" in row and "benign_malignant" in job.values:
+            row["target"] = int(job.values["benign_malignant"] == "malignant")
+        writer.row(row)
+    writer.journal({"group": job.label, "slot": job.index, "try": job.attempt, "seed": seed, "reason": reason,
+                    "ita": None if ita is None else round(ita, 3)})

@@ -21,6 +21,7 @@ from ..data.tables import open_image
 
 EXTRA_COLUMNS = ("synthetic", "seed", "prompt", "ita_estimated")
 RUN_FILE, TRIES_FILE, REPORT_FILE = "rebalance_run.json", "rebalance_tries.jsonl", "rebalance_report.json"
+PARTS_DIR, SPEED_FILE = "rebalance_parts", "speed.json"
 
 
 def _repair_tail(path: Path) -> None:
@@ -52,7 +53,7 @@ def _prepare_out(folder: Path | None, out: Path, settings: dict) -> None:
         if not run.is_file():
             raise DataError(f"{out} is not empty and holds no {RUN_FILE}; pick a new or empty folder")
         stored = json.loads(run.read_text(encoding="utf-8"))
-        changed = sorted(k for k in settings if stored.get(k) != settings[k])
+        changed = sorted(k for k in settings if stored.get(k) != settings[k] and (k != "render" or k in stored))
         if changed:
             raise DataError(
                 f"{out} holds a rebalance run with other {', '.join(changed)}; rerun with the "
@@ -107,17 +108,101 @@ class _Slot:
     accepted: bool = False
 
 
+def _read_journal(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    _repair_tail(path)
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a metadata file another run may have stopped while appending to."""
+    if not path.is_file():
+        return [], []
+    _repair_tail(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def part_dirs(out: Path) -> list[Path]:
+    """The per-process folders (``rebalance_parts/rank<r>``) of a multi-process run, any world size."""
+    return sorted((out / PARTS_DIR).glob("rank*")) if (out / PARTS_DIR).is_dir() else []
+
+
+def _all_tries(out: Path, synthetic: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(journal records, synthetic metadata rows) of the output and of every process's part, each once."""
+    records, seen = [], set()
+    for path in [out / TRIES_FILE, *(d / TRIES_FILE for d in part_dirs(out))]:
+        for rec in _read_journal(path):
+            key = (rec["group"], rec["slot"], rec["try"])
+            if key not in seen:
+                seen.add(key)
+                records.append(rec)
+    rows = list(synthetic)
+    for d in part_dirs(out):
+        rows += _read_rows(d / "metadata.csv")[1]
+    return records, rows
+
+
+class Writer:
+    """Appends one process's accepted rows and journal lines: into the output itself (one process), or
+    into its own ``rebalance_parts/rank<r>`` folder (several; merged at the end)."""
+
+    def __init__(self, out: Path, fieldnames: list[str], rank: int | None) -> None:
+        self.folder = out if rank is None else out / PARTS_DIR / f"rank{rank}"
+        self.fieldnames = fieldnames
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if rank is not None and not (self.folder / "metadata.csv").is_file():
+            atomic_write(self.folder / "metadata.csv", _csv_line(fieldnames, dict(zip(fieldnames, fieldnames))))
+
+    def row(self, row: Mapping) -> None:
+        _append_line(self.folder / "metadata.csv", _csv_line(self.fieldnames, row))
+
+    def journal(self, record: Mapping) -> None:
+        _append_line(self.folder / TRIES_FILE, json.dumps(record) + "\n")
+
+
+def gather_speed(out: Path, mine: dict, world: int) -> dict:
+    """One run's speed over all its processes: counts summed, time the slowest process's."""
+    if world == 1:
+        return mine
+    files = [out / PARTS_DIR / f"rank{rank}" / SPEED_FILE for rank in range(world)]
+    parts = [json.loads(f.read_text()) for f in files if f.is_file()]
+    total = {k: sum(p[k] for p in parts) for k in ("renders", "accepted")}
+    seconds = max(p["seconds"] for p in parts)
+    return {**total, "seconds": seconds, "render_seconds": max(p["render_seconds"] for p in parts),
+            "images_per_second": round(total["accepted"] / seconds, 4) if seconds else None,
+            "renders_per_second": round(total["renders"] / seconds, 4) if seconds else None,
+            "processes": len(parts), "acceptance": None}
+
+
+def merge_parts(out: Path, names: dict[str, tuple[str, int]], order: dict[str, int], file_column: str) -> None:
+    """Rewrite the output's metadata and journal atomically with every process's rows and tries, each once,
+    in slot order (the same files whatever the number of processes or batching), then drop the parts."""
+    fieldnames, rows = _read_rows(out / "metadata.csv")
+    others = [r for r in rows if r.get(file_column) not in names]
+    records, mine = _all_tries(out, [r for r in rows if r.get(file_column) in names])
+    slot_key = {name: (order[g], i) for name, (g, i) in names.items()}
+    unique = {r[file_column]: r for r in reversed(mine) if r.get(file_column) in names}
+    ordered = sorted(unique.values(), key=lambda r: slot_key[r[file_column]])
+    lines = [_csv_line(fieldnames, dict(zip(fieldnames, fieldnames)))]
+    lines += [_csv_line(fieldnames, r) for r in others + ordered]
+    atomic_write(out / "metadata.csv", "".join(lines))
+    records.sort(key=lambda r: (order[r["group"]], r["slot"], r["try"]))
+    atomic_write(out / TRIES_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+
+
 def _load_state(out: Path, names: dict[str, tuple[str, int]], synthetic: list[dict], file_column: str):
-    """(slot states by (group label, slot), journal records) from the journal and the metadata rows.
+    """(slot states by (group label, slot), journal records) from the journals and the metadata rows (of
+    the output and of every process's part).
 
     A metadata row proves an acceptance (its journal line may be missing); a journalled acceptance without
     its row is dropped, so that try is made again with the same seed.
     """
-    journal_path = out / TRIES_FILE
-    records = []
-    if journal_path.is_file():
-        _repair_tail(journal_path)
-        records = [json.loads(line) for line in journal_path.read_text(encoding="utf-8").splitlines() if line]
+    records, synthetic = _all_tries(out, synthetic)
     accepted = {names[r[file_column]]: int(r["seed"]) for r in synthetic if r[file_column] in names}
     records = [r for r in records if r["reason"] is not None or (r["group"], r["slot"]) in accepted]
     journalled = {(r["group"], r["slot"]) for r in records if r["reason"] is None}

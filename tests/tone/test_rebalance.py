@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from collections import Counter
 
@@ -202,21 +203,64 @@ def test_refusals(source, clean_run, tmp_path):
         )
 
 
-def test_pipeline_generate_fn_passes_settings_and_seeded_generator():
+def test_pipeline_generate_fn_passes_settings_and_one_seeded_generator_per_image():
     seen = {}
 
     class FakePipe:
         def __call__(self, prompt, **kwargs):
             seen.update(kwargs, prompt=prompt)
-            return type("Out", (), {"images": [Image.new("RGB", (8, 8))]})()
+            return type("Out", (), {"images": [Image.new("RGB", (8, 8)) for _ in prompt]})()
 
     generate = pipeline_generate_fn(FakePipe(), steps=3, guidance_scale=2.0, height=64, width=96)
     assert generate("benign skin disease on brown skin tone", 1234).size == (8, 8)
-    assert seen["prompt"] == "benign skin disease on brown skin tone"
-    assert (seen["num_inference_steps"], seen["guidance_scale"], seen["height"], seen["width"]) == (
-        3,
-        2.0,
-        64,
-        96,
-    )
-    assert seen["generator"].initial_seed() == 1234
+    assert seen["prompt"] == ["benign skin disease on brown skin tone"]
+    assert (seen["num_inference_steps"], seen["guidance_scale"], seen["height"], seen["width"]) == (3, 2.0, 64, 96)
+    assert [g.initial_seed() for g in seen["generator"]] == [1234]
+    assert len(generate.render_batch(["a", "b"], [7, 9])) == 2
+    assert seen["prompt"] == ["a", "b"] and [g.initial_seed() for g in seen["generator"]] == [7, 9]
+
+
+class BatchedStandIn(StandIn):
+    """The stand-in with a ``render_batch``: records the batch sizes it was given."""
+
+    def __init__(self, fail_after=None):
+        super().__init__(fail_after)
+        self.batches = []
+
+    def render_batch(self, prompts, seeds):
+        self.batches.append(len(prompts))
+        return [self(p, s) for p, s in zip(prompts, seeds)]
+
+
+@pytest.mark.parametrize("batch_size, workers", [(4, 0), (3, 1)])
+def test_batched_and_worker_checked_runs_accept_the_same_slots_and_seeds(source, clean_run, tmp_path,
+                                                                         batch_size, workers):
+    """Batches of different slots, checked in a worker process while the next batch renders: the same
+    accepted (slot, seed) set, the same files, byte for byte, as the one-by-one run."""
+    report, clean_out = clean_run
+    gen = BatchedStandIn()
+    batched = rebalance(source, tmp_path / "out", gen, batch_size=batch_size, workers=workers, target="equal",
+                        progress=False)
+    assert max(gen.batches) == batch_size and sum(gen.batches) == gen.calls
+    assert _files(tmp_path / "out") == _files(clean_out)
+    assert batched.groups == report.groups and batched.added == 26
+    speed = json.loads((tmp_path / "out" / REPORT_FILE).read_text())["speed"]
+    assert speed["renders"] == gen.calls == sum(g["generated"] for g in report.groups.values())
+    assert speed["accepted"] == 26 and speed["acceptance"]["malignant/2"] == pytest.approx(6 / 18, abs=1e-4)
+
+
+def test_batched_run_stopped_mid_batch_resumes_to_the_same_files(source, clean_run, tmp_path):
+    _, clean_out = clean_run
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        rebalance(source, out, BatchedStandIn(fail_after=22), batch_size=5, target="equal", progress=False)
+    assert 0 < sum(r["synthetic"] == "true" for r in _rows(out)) < 26
+    rebalance(source, out, BatchedStandIn(), batch_size=2, target="equal", progress=False)
+    assert _files(out) == _files(clean_out)
+
+
+def test_progress_shows_acceptance_and_eta_per_group(source, tmp_path, capsys):
+    rebalance(source, tmp_path / "out", StandIn(), batch_size=4, target="equal", progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rebalance:")]
+    assert lines and lines[-1].startswith("rebalance: 100% 27/27")
+    assert re.search(r"malignant/2 \d+/7 acc \d+% eta \d+s", "\n".join(lines))
