@@ -2,9 +2,11 @@
 
 ``unet.down_blocks.0.attentions.0.proj_in`` ↔ ``lora_unet_down_blocks_0_attentions_0_proj_in`` with
 ``.lora_down.weight`` (= lora_A), ``.lora_up.weight`` (= lora_B) and ``.alpha`` (a scalar tensor per layer);
-the text encoder's layers are ``lora_te_text_model_…``. Tensors are moved, never recomputed, so a round trip
-is bit-exact. Dots come back from underscores through the fixed vocabulary of multi-word names SD-1.x
-modules use (``to_q``, ``conv_shortcut``, ``time_emb_proj``, …).
+the text encoder's layers are ``lora_te_text_model_encoder_layers_0_mlp_fc1`` (the names ComfyUI's
+``model_lora_keys_clip`` and AUTOMATIC1111 map; transformers 5's ``CLIPTextModel`` has no ``text_model`` level,
+so it is added on writing; ``lora_te_encoder_…`` files, as version 0 of this package wrote them, are read too).
+Tensors are moved, never recomputed, so a round trip is bit-exact. Dots come back from underscores through the
+fixed vocabulary of multi-word names SD-1.x modules use (``to_q``, ``conv_shortcut``, ``time_emb_proj``, …).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ..core.errors import AdapterError
 from .layers import Adapter, Layer
 
 PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
+TEXT_MODEL = "text_model."  # the CLIP level kohya names carry (transformers < 5 has it in the module tree too)
 SUFFIXES = {"down": ".lora_down.weight", "up": ".lora_up.weight", "alpha": ".alpha"}
 # Module-name parts that contain an underscore (longest first when matching).
 COMPOUNDS = sorted({
@@ -35,8 +38,20 @@ def is_kohya(keys) -> bool:
 
 
 def kohya_name(name: str) -> str:
+    """``text_encoder.encoder.layers.0.mlp.fc1`` → ``lora_te_text_model_encoder_layers_0_mlp_fc1``."""
     component, module = name.split(".", 1)
+    if component == "text_encoder":
+        module = TEXT_MODEL + module.removeprefix(TEXT_MODEL)
     return PREFIXES[component] + module.replace(".", "_")
+
+
+def layer_name(stem: str) -> str:
+    """The adapter's layer name of a kohya key stem (either text-encoder spelling)."""
+    component = next(c for c, p in PREFIXES.items() if stem.startswith(p))
+    module = module_name(stem[len(PREFIXES[component]):])
+    if component == "text_encoder":
+        module = module.removeprefix(TEXT_MODEL)
+    return f"{component}.{module}"
 
 
 def module_name(flat: str) -> str:
@@ -76,8 +91,7 @@ def from_kohya(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> Ada
     for stem, parts in groups.items():
         if "down" not in parts or "up" not in parts:
             raise AdapterError(f"{source}: layer {stem} lacks its lora_down or lora_up tensor (corrupt file)")
-        component = next(c for c, p in PREFIXES.items() if stem.startswith(p))
-        name = f"{component}.{module_name(stem[len(PREFIXES[component]):])}"
+        name = layer_name(stem)
         rank = int(parts["down"].shape[0])
         alpha = float(parts["alpha"].item()) if "alpha" in parts else float(rank)
         if "alpha" in parts:
