@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..core.errors import AdapterError
+from . import lycoris
 from .layers import Adapter, Layer
 
 PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
@@ -31,6 +32,7 @@ _LDM_NAMES = ("input_blocks", "middle_block", "output_blocks")
 _SDXL_PREFIXES = ("lora_te1_", "lora_te2_")
 ALPHA_DTYPE_KEY = "kohya_alpha_dtype"
 CONFIGS_KEY = "diffusers_lora_configs"
+SHAPES_KEY = "layer_shapes"  # LoHa/LoKr: each layer's base weight shape (a conv's kernel is not in its factors)
 
 
 def is_kohya(keys) -> bool:
@@ -65,40 +67,54 @@ def module_name(flat: str) -> str:
 
 
 def to_kohya(adapter: Adapter) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and package metadata of the kohya file (diffusers' LoraConfigs ride along for the way back)."""
+    """Tensors and package metadata of the kohya / LyCORIS file (diffusers' LoraConfigs ride along for the way
+    back); a DoRA layer is refused (kohya's ``dora_scale`` is read differently by different loaders)."""
     alpha_dtype = getattr(torch, adapter.meta.get(ALPHA_DTYPE_KEY, "float32"))
     tensors = {}
     for name, layer in adapter.layers.items():
         key = kohya_name(name)
-        tensors[key + SUFFIXES["down"]] = layer.down
-        tensors[key + SUFFIXES["up"]] = layer.up
+        if layer.method == "dora":
+            raise AdapterError(f"{adapter.source}: layer {name} is DoRA, which has no kohya form every loader "
+                               "reads alike: `resize` it to a plain LoRA first (SVD, error printed)")
+        if isinstance(layer, Layer):
+            tensors[key + SUFFIXES["down"]] = layer.down
+            tensors[key + SUFFIXES["up"]] = layer.up
+        else:
+            tensors.update({f"{key}.{part}": t for part, t in layer.file_tensors().items()})
         tensors[key + SUFFIXES["alpha"]] = torch.tensor(layer.alpha, dtype=alpha_dtype)
     meta = {k: v for k, v in adapter.meta.items() if k != ALPHA_DTYPE_KEY}
     if adapter.configs:
         meta[CONFIGS_KEY] = adapter.configs
+    shapes = {n: list(layer.shape) for n, layer in adapter.layers.items() if getattr(layer, "shape", None)}
+    if shapes:
+        meta[SHAPES_KEY] = shapes
     return tensors, meta
 
 
 def from_kohya(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> Adapter:
-    """An adapter from kohya keys; SDXL (``lora_te1_``/``lora_te2_``) and LDM-named keys are refused."""
+    """An adapter from kohya (LoRA) or LyCORIS (LoHa, LoKr) keys; SDXL and LDM-named keys are refused."""
     keys = sorted(tensors)
     _refuse_foreign(keys, source)
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for key in keys:
         stem, part = _split(key, source)
         groups.setdefault(stem, {})[part] = tensors[key]
+    meta = dict(meta)
+    configs, shapes = meta.pop(CONFIGS_KEY, {}), meta.pop(SHAPES_KEY, {})
     layers, alpha_dtypes = {}, set()
     for stem, parts in groups.items():
-        if "down" not in parts or "up" not in parts:
-            raise AdapterError(f"{source}: layer {stem} lacks its lora_down or lora_up tensor (corrupt file)")
         name = layer_name(stem)
-        rank = int(parts["down"].shape[0])
-        alpha = float(parts["alpha"].item()) if "alpha" in parts else float(rank)
+        alpha = float(parts["alpha"].item()) if "alpha" in parts else None
         if "alpha" in parts:
             alpha_dtypes.add(str(parts["alpha"].dtype).removeprefix("torch."))
-        layers[name] = Layer(parts["down"], parts["up"], alpha)
-    meta = dict(meta)
-    configs = meta.pop(CONFIGS_KEY, {})
+        if any(lycoris.is_lycoris_part(p) for p in parts):
+            layers[name] = lycoris.from_parts(parts, alpha, source, stem)
+            layers[name].shape = tuple(shapes[name]) if name in shapes else None
+            continue
+        if "down" not in parts or "up" not in parts:
+            raise AdapterError(f"{source}: layer {stem} lacks its lora_down or lora_up tensor (corrupt file)")
+        rank = int(parts["down"].shape[0])
+        layers[name] = Layer(parts["down"], parts["up"], float(rank) if alpha is None else alpha)
     if alpha_dtypes - {"float32"}:
         meta[ALPHA_DTYPE_KEY] = sorted(alpha_dtypes)[0]
     return Adapter(layers, meta, configs, source=source, fmt="kohya")
@@ -108,8 +124,14 @@ def _split(key: str, source: str) -> tuple[str, str]:
     for part, suffix in SUFFIXES.items():
         if key.endswith(suffix):
             return key[:-len(suffix)], part
-    raise AdapterError(f"{source}: unknown key layout {key!r} (expected .lora_down.weight, .lora_up.weight "
-                       "or .alpha; LoHa/LoKr/DoRA files are not plain LoRAs)")
+    stem, _, part = key.partition(".")
+    if lycoris.is_lycoris_part(part):
+        return stem, part
+    if part in lycoris.UNSUPPORTED:
+        raise AdapterError(f"{source}: key {key!r}: {part} (Tucker-decomposed convolutions or kohya DoRA) is not "
+                           "supported; train with lora.method=dora|loha|lokr here instead")
+    raise AdapterError(f"{source}: unknown key layout {key!r} (expected .lora_down.weight, .lora_up.weight, "
+                       "LyCORIS .hada_*/.lokr_* factors or .alpha)")
 
 
 def _refuse_foreign(keys: list[str], source: str) -> None:

@@ -116,7 +116,7 @@ def build_meta(arch: dict, cfg, weight_dtype) -> MetaModels:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..adapters import lora
+    from ..adapters import lora, methods
 
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(arch["unet"])
@@ -129,9 +129,9 @@ def build_meta(arch: dict, cfg, weight_dtype) -> MetaModels:
         unet.train().requires_grad_(True)
     else:
         unet.requires_grad_(False).to(dtype=weight_dtype)
-        lora.add_lora(unet, lora.peft_config(lc.rank, lc.alpha, lc.target_modules, lc.dropout), "unet")
+        lora.add_lora(unet, methods.build_config(lc, lc.target_modules, unet), "unet")
         if lc.text_encoder:
-            te_cfg = lora.peft_config(lc.rank, lc.alpha, lc.text_encoder_target_modules, lc.dropout)
+            te_cfg = methods.build_config(lc, lc.text_encoder_target_modules, te)
             lora.add_lora(te, te_cfg, "text_encoder")
             trained.append(te)
         for p in (p for m in trained for p in m.parameters() if p.requires_grad):
