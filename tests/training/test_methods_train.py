@@ -19,7 +19,8 @@ METHOD = {"lora": ("lora.dropout=0.1",), "dora": ("lora.dropout=0.1",),
 @pytest.mark.parametrize("method", list(METHOD))
 def test_each_method_trains_and_resumes_bit_exact(tiny_base, demo_data, tmp_path, method):
     args = (*COMMON, f"lora.method={method}", *METHOD[method])
-    train.train(make_cfg(demo_data, tmp_path / "a", *args))
+    train.train(make_cfg(demo_data, tmp_path / "a", *args, "validation.at_end=true"))
+    assert list((tmp_path / "a" / "validation").glob("*.png"))  # the grid renders through the adapter
     assert train.train(make_cfg(demo_data, tmp_path / "b", *args), stop_after=2)["paused_at_step"] == 2
     ckpt = tmp_path / "b" / "checkpoints" / "step-000002"
     assert {"unet_lora.safetensors", "text_encoder_lora.safetensors"} <= {f.name for f in ckpt.iterdir()}
@@ -50,3 +51,18 @@ def test_method_options_are_checked_against_the_method(demo_data, tmp_path):
     assert "rank_dropout" in text and "lokr options" in text and "starts a fresh adapter" in text
     with pytest.raises(ConfigError, match="not one of lora, dora, loha, lokr"):
         make_cfg(demo_data, tmp_path / "x", "lora.method=ia3")
+
+
+def test_plan_counts_each_method_and_what_dora_adds(tiny_base, demo_data, tmp_path):
+    from dermdiff_lora.training import memory
+
+    plans = {m: memory.plan(make_cfg(demo_data, tmp_path / "x", f"lora.method={m}", "model.base=tiny-random",
+                                     "lora.target_modules=[attention,resnet_convs]"),
+                            device="cpu", suggest=False, detail=False) for m in ("lora", "dora", "loha")}
+    trained = {m: p.params["trained"] for m, p in plans.items()}
+    assert trained["loha"] == 2 * trained["lora"] and trained["dora"] > trained["lora"]
+    assert plans["dora"].parts["optimizer"] > plans["lora"].parts["optimizer"]
+    assert plans["dora"].parts["activations"] > plans["lora"].parts["activations"]
+    note = next(n for n in plans["dora"].notes if n.startswith("DoRA vs LoRA"))
+    assert f"+{(trained['dora'] - trained['lora']) / 1e6:.2f} M trained parameters" in note
+    assert plans["loha"].summary.startswith("LoHa r4")
