@@ -51,6 +51,13 @@ class HadaLayer:
     def file_tensors(self) -> dict[str, torch.Tensor]:
         return dict(zip(HADA, self.tensors()))
 
+    @property
+    def max_rank(self) -> int:
+        return min(self.base_shape[0], int(torch.Size(self.base_shape[1:]).numel()))
+
+    def sq_norm(self) -> float:
+        return float(self.delta().pow(2).sum())
+
     def delta(self) -> torch.Tensor:
         w1 = self.w1_a.double() @ self.w1_b.double()
         w2 = self.w2_a.double() @ self.w2_b.double()
@@ -97,11 +104,23 @@ class KronLayer:
     def file_tensors(self) -> dict[str, torch.Tensor]:
         return {k: self.parts[k] for k in KRON if k in self.parts}
 
+    max_rank = HadaLayer.max_rank
+    sq_norm = HadaLayer.sq_norm
+
     def delta(self) -> torch.Tensor:
         w1, w2 = self._factor(1), self._factor(2)
         if w2.dim() == 4:
             w1 = w1[:, :, None, None]
         return (torch.kron(w1, w2) * self.scale).reshape(self.base_shape)
+
+
+def refuse_dora(adapter, command: str, alternative: str) -> None:
+    """One line naming the DoRA adapter a command cannot take, and what to do instead."""
+    from ..core.errors import AdapterError
+
+    if any(layer.method == "dora" for layer in adapter.layers.values()):
+        raise AdapterError(f"{command}: {adapter.source} is a DoRA adapter, whose change to a weight depends on "
+                           f"that weight (its magnitudes renormalise W + ΔW); {alternative}")
 
 
 def is_lycoris_part(part: str) -> bool:
