@@ -75,7 +75,8 @@ def to_kohya(adapter: Adapter) -> tuple[dict[str, torch.Tensor], dict]:
         key = kohya_name(name)
         if layer.method == "dora":
             raise AdapterError(f"{adapter.source}: layer {name} is DoRA, which has no kohya form every loader "
-                               "reads alike: `resize` it to a plain LoRA first (SVD, error printed)")
+                               "reads alike (kohya's dora_scale is dropped by stock diffusers and normalised along "
+                               "another axis by some loaders): use its diffusers file, or `merge` it into a model")
         if isinstance(layer, Layer):
             tensors[key + SUFFIXES["down"]] = layer.down
             tensors[key + SUFFIXES["up"]] = layer.up

@@ -98,7 +98,7 @@ def test_convert_refuses_what_a_format_cannot_hold_and_keeps_lycoris_exact(tiny_
     from dermdiff_lora.adapters.convert import convert
     from dermdiff_lora.adapters.resize import resize
 
-    with pytest.raises(AdapterError, match=r"is DoRA.*resize"):
+    with pytest.raises(AdapterError, match=r"is DoRA, which has no kohya form.*merge"):
         convert(make_method_adapter("dora")[0], scratch("k-") / "d.safetensors", to="kohya")
     with pytest.raises(AdapterError, match="DoRA adapter"):
         resize(make_method_adapter("dora")[0], scratch("k-") / "r", rank=2)

@@ -66,3 +66,20 @@ def test_plan_counts_each_method_and_what_dora_adds(tiny_base, demo_data, tmp_pa
     note = next(n for n in plans["dora"].notes if n.startswith("DoRA vs LoRA"))
     assert f"+{(trained['dora'] - trained['lora']) / 1e6:.2f} M trained parameters" in note
     assert plans["loha"].summary.startswith("LoHa r4")
+
+
+def test_a_dora_adapter_seeds_a_run_with_its_magnitudes(tiny_base, demo_data, tmp_path):
+    from adapter_helpers import make_method_adapter
+
+    folder, unet, te = make_method_adapter("dora", conv_rank=None)
+    run, _ = train.start(make_cfg(demo_data, tmp_path / "x", f"model.init_adapter={folder}",
+                                  "lora.text_encoder=true", "lora.method=dora"))
+    try:
+        for live, trained in ((run.parts.unet, unet), (run.parts.text_encoder, te)):
+            live = run.accelerator.unwrap_model(live)
+            got = {n: p for n, p in live.named_parameters() if "magnitude" in n}
+            want = {n: p for n, p in trained.named_parameters() if "magnitude" in n}
+            assert got.keys() == want.keys() and got
+            assert all(torch.equal(got[k].cpu(), want[k]) for k in got)
+    finally:
+        run.accelerator.end_training()
