@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 from . import io
+from .layers import Adapter, Layer
 
 
 def attach(pipe, sources: Sequence[tuple[str | os.PathLike, float]], *, base_label: str,
@@ -23,20 +24,20 @@ def attach(pipe, sources: Sequence[tuple[str | os.PathLike, float]], *, base_lab
         io.check_fits(adapter, models, base_label)
     info = []
     for adapter, (_, scale) in zip(adapters, sources):
-        if adapter.method in ("loha", "lokr"):
-            fold(models, adapter, scale)
+        fold(models, adapter, scale)  # its LoHa / LoKr layers
     for i, (adapter, (path, scale)) in enumerate(zip(adapters, sources)):
-        name = f"adapter{i}"
-        if adapter.method in ("loha", "lokr"):
-            info.append(_describe(None, path, scale, adapter))
-            continue
-        state, flat = io.diffusers_state(adapter)
-        components = adapter.components()
-        if "unet" in components:
-            pipe.load_lora_into_unet(state, None, pipe.unet, adapter_name=name, _pipeline=pipe, metadata=flat)
-        if "text_encoder" in components:
-            pipe.load_lora_into_text_encoder(state, None, pipe.text_encoder, adapter_name=name,
-                                             _pipeline=pipe, metadata=flat)
+        lora_part = Adapter({n: la for n, la in adapter.layers.items() if isinstance(la, Layer)}, adapter.meta,
+                            adapter.configs, source=adapter.source, fmt=adapter.fmt)
+        name = f"adapter{i}" if lora_part.layers else None
+        if name:
+            state, flat = io.diffusers_state(lora_part)
+            components = lora_part.components()
+            if "unet" in components:
+                pipe.load_lora_into_unet(state, None, pipe.unet, adapter_name=name, _pipeline=pipe,
+                                         metadata=flat)
+            if "text_encoder" in components:
+                pipe.load_lora_into_text_encoder(state, None, pipe.text_encoder, adapter_name=name,
+                                                 _pipeline=pipe, metadata=flat)
         info.append(_describe(name, path, scale, adapter))
     loaded = [i for i in info if i["name"]]
     if loaded:
@@ -52,11 +53,13 @@ def _describe(name: str | None, path, scale: float, adapter) -> dict:
 
 
 def fold(models: dict, adapter, scale: float) -> None:
-    """Add ``scale · ΔW`` of every layer to its base weight (computed in float64, stored in the weight's dtype)."""
+    """Add ``scale · ΔW`` of every LoHa / LoKr layer to its base weight (computed in float64, stored in the weight's dtype)."""
     import torch
 
     with torch.no_grad():
         for name, layer in adapter.layers.items():
+            if isinstance(layer, Layer):
+                continue
             component, module = name.split(".", 1)
             target = models[component].get_submodule(module)
             weight = getattr(target, "base_layer", target).weight

@@ -9,10 +9,7 @@ linear layers to LyCORIS and keep ``rank``) through peft's ``rank_pattern`` / ``
 
 from __future__ import annotations
 
-from ..core.config import ADAPTER_METHODS, expand_targets
-
-METHODS = ADAPTER_METHODS
-ADDITIVE = ("lora", "loha", "lokr")  # ΔW adds onto the base weight; DoRA renormalises it
+from ..core.config import expand_targets
 
 
 def matches(name: str, targets: list[str]) -> bool:

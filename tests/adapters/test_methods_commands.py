@@ -118,3 +118,26 @@ def test_card_of_a_lycoris_adapter_says_merge_first(tiny_base):
     assert "dermdiff-lora merge --adapter you/x --out merged" in text and "load_lora_weights(adapter)" not in text
     assert "| LoKr rank / alpha |" in text and "ComfyUI and AUTOMATIC1111 load the file" in text
     assert "pipe.load_lora_weights(adapter)" in build_card(make_method_adapter("dora")[0], repo_id="you/x")
+
+
+def test_a_file_mixing_lora_and_loha_layers_loads_both(tiny_base):
+    from safetensors.torch import save_file
+
+    from dermdiff_lora.adapters.convert import convert
+    from dermdiff_lora.core.models import load_pipeline
+
+    (lora_dir, lora_unet, _), (loha_dir, loha_unet, _) = make_method_adapter("lora"), make_method_adapter("loha")
+    work = scratch("mixed-")
+    convert(lora_dir, work / "lora_k.safetensors", to="kohya")
+    mixed = {k: v for k, v in load_file(str(work / "lora_k.safetensors")).items() if "attn" in k}
+    mixed.update({k: v for k, v in load_file(str(loha_dir / lora.WEIGHT_NAME)).items()
+                  if k.startswith("lora_unet_") and "resnets" in k})
+    save_file(mixed, str(work / "mixed.safetensors"))
+    assert io.load(work / "mixed.safetensors").method == "loha+lora"
+    ref = load_pipeline("tiny-random")
+    with torch.no_grad():
+        for unet, keep in ((lora_unet, "attn"), (loha_unet, "resnets")):
+            for name, module in unet.named_modules():
+                if "default" in getattr(module, "scaling", {}) and keep in name:
+                    ref.unet.get_submodule(name).weight += module.get_delta_weight("default")
+    assert torch.allclose(unet_out(pipeline((work / "mixed.safetensors", 1.0)).unet), unet_out(ref.unet), atol=1e-5)

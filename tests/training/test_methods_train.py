@@ -9,7 +9,7 @@ from dermdiff_lora.adapters import io, lora
 from dermdiff_lora.core.errors import ConfigError
 from dermdiff_lora.training import train
 
-COMMON = ("train.max_steps=3", "train.checkpoint_every=1", "lora.text_encoder=true",
+COMMON = ("train.max_steps=2", "train.checkpoint_every=1", "lora.text_encoder=true",
           "lora.target_modules=[attention,resnet_convs]", "lora.conv_rank=2", "lora.conv_alpha=1")
 METHOD = {"lora": ("lora.dropout=0.1",), "dora": ("lora.dropout=0.1",),
           "loha": ("lora.rank_dropout=0.2", "lora.module_dropout=0.2"),
@@ -21,8 +21,8 @@ def test_each_method_trains_and_resumes_bit_exact(tiny_base, demo_data, tmp_path
     args = (*COMMON, f"lora.method={method}", *METHOD[method])
     train.train(make_cfg(demo_data, tmp_path / "a", *args, "validation.at_end=true"))
     assert list((tmp_path / "a" / "validation").glob("*.png"))  # the grid renders through the adapter
-    assert train.train(make_cfg(demo_data, tmp_path / "b", *args), stop_after=2)["paused_at_step"] == 2
-    ckpt = tmp_path / "b" / "checkpoints" / "step-000002"
+    assert train.train(make_cfg(demo_data, tmp_path / "b", *args), stop_after=1)["paused_at_step"] == 1
+    ckpt = tmp_path / "b" / "checkpoints" / "step-000001"
     assert {"unet_lora.safetensors", "text_encoder_lora.safetensors"} <= {f.name for f in ckpt.iterdir()}
     train.train(make_cfg(demo_data, tmp_path / "b", *args, "train.resume=latest"))
     a, b = (load_file(tmp_path / d / lora.WEIGHT_NAME) for d in "ab")
