@@ -11,6 +11,8 @@ fixed vocabulary of multi-word names SD-1.x modules use (``to_q``, ``conv_shortc
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..core.errors import AdapterError
@@ -52,8 +54,16 @@ def layer_name(stem: str) -> str:
     component = next(c for c, p in PREFIXES.items() if stem.startswith(p))
     module = module_name(stem[len(PREFIXES[component]):])
     if component == "text_encoder":
-        module = module.removeprefix(TEXT_MODEL)
+        module = (TEXT_MODEL if clip_has_text_model() else "") + module.removeprefix(TEXT_MODEL)
     return f"{component}.{module}"
+
+
+@functools.cache
+def clip_has_text_model() -> bool:
+    """Whether the installed transformers' ``CLIPTextModel`` nests its modules under ``text_model`` (< 5)."""
+    from importlib.metadata import version
+
+    return int(version("transformers").split(".")[0]) < 5
 
 
 def module_name(flat: str) -> str:
