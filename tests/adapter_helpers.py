@@ -80,3 +80,38 @@ def pipeline(*adapters: tuple[str | Path, float]):
 
 def scratch(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ["DERMDIFF_CACHE"]))
+
+
+ALL_LINEAR_TE = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+@functools.cache
+def make_method_adapter(method: str, rank: int = 4, alpha: float = 8.0, conv_rank: int | None = 2,
+                        decompose_both: bool = False, factor: int = -1):
+    """(folder, unet, text encoder): a peft adapter of ``method`` with random non-zero factors on attention,
+    resnet convolutions (own rank) and the text encoder, saved by ``lora.save_adapter``; the live models
+    stay wrapped (the unfused reference)."""
+    import types
+
+    import torch
+
+    from dermdiff_lora.adapters import lora, methods
+    from dermdiff_lora.core.models import load_parts
+
+    settings = types.SimpleNamespace(method=method, rank=rank, alpha=alpha, dropout=0.0, rank_dropout=0.0,
+                                     module_dropout=0.0, factor=factor, decompose_both=decompose_both,
+                                     conv_rank=conv_rank, conv_alpha=None if conv_rank is None else 3.0)
+    parts = load_parts("tiny-random")
+    unet, te = parts.unet, parts.text_encoder
+    torch.manual_seed(1)
+    unet.add_adapter(methods.build_config(settings, ["attention", "resnet_convs"], unet))
+    te.add_adapter(methods.build_config(settings, list(ALL_LINEAR_TE), te))
+    for model in (unet, te):
+        for pname, p in model.named_parameters():
+            if any(k in pname for k in ("lora_", "hada_", "lokr_")):
+                p.data.add_(torch.randn_like(p) * 0.1)
+    out = Path(os.environ["DERMDIFF_CACHE"]) / "adapters" / f"{method}-{rank}-{conv_rank}-{decompose_both}-{factor}"
+    meta = {"base_model": "tiny-random", "rank": rank, "alpha": alpha, "prompt_template": TEMPLATE,
+            "value_maps": VALUE_MAPS}
+    lora.save_adapter(out, unet, te, meta=meta)
+    return out, unet.eval(), te.eval()

@@ -5,6 +5,10 @@ Exact: for each layer the factors are concatenated along the rank, ``up = [w₁s
 separately). The scales are folded into ``up``; every layer's alpha is stored in the file (per-layer ranks go
 to diffusers' ``rank_pattern``). With ``rank``, each layer's sum is replaced by its best rank-``rank``
 approximation and the relative error is reported per layer and overall.
+
+LoHa and LoKr factors do not add (Hadamard and Kronecker products), so adapters with them are combined only
+with ``rank``: each layer's weighted sum of dense ΔW, then SVD (a LoRA, error reported). DoRA is refused (its
+change depends on the base weight): merge or generate with several adapters instead.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from ..core.errors import AdapterError
-from . import io, svd
+from . import io, lycoris, svd
 from .layers import Adapter, Layer, derived_meta, max_rank, most_common
 
 
@@ -28,6 +32,8 @@ def combine(sources: Sequence[tuple[str | os.PathLike, float]], out: str | os.Pa
     adapters = [io.load(p, allow_pickle=allow_pickle) for p, _ in sources]
     weights = [float(w) for _, w in sources]
     _check_compatible(adapters)
+    if any(a.method != "lora" for a in adapters):
+        return _combine_dense(adapters, sources, out, rank, overwrite)
     factors = _concatenated(adapters, weights)
     rows, approxes = [], []
     for name, (up, down, shape) in factors.items():
@@ -47,6 +53,30 @@ def combine(sources: Sequence[tuple[str | os.PathLike, float]], out: str | os.Pa
     file = io.save(Adapter(layers, meta), out, overwrite=overwrite, inputs=[p for p, _ in sources])
     summary = svd.overall(approxes) if approxes else {"rel_error": 0.0, "energy": 1.0}
     return {"output": str(file), "exact": rank is None, "layers": rows, **summary,
+            "rank": meta["rank"], "rank_range": meta.get("rank_range")}
+
+
+def _combine_dense(adapters: list[Adapter], sources, out, rank: int | None, overwrite: bool) -> dict:
+    """Adapters with LoHa / LoKr layers: SVD of each layer's weighted sum of dense ΔW, at ``rank``."""
+    for adapter in adapters:
+        lycoris.refuse_dora(adapter, "combine", "DoRA adapters do not add: `merge` them into a full model, or "
+                                                "`generate` with several --adapter")
+    if rank is None:
+        method = next(a.method for a in adapters if a.method != "lora")
+        raise AdapterError(f"combine: {method} factors (Hadamard / Kronecker products) do not add exactly; pass "
+                           "--rank R for a LoRA of the summed ΔW by SVD (error printed), or `merge` them")
+    rows, approxes, layers = [], [], {}
+    for name in sorted({n for a in adapters for n in a.layers}):
+        present = [(a.layers[name], float(w)) for a, (_, w) in zip(adapters, sources) if name in a.layers]
+        delta = sum(w * layer.delta() for layer, w in present)
+        approx = svd.of_dense(delta, name=name, rank=min(rank, max_rank(present[0][0].base_shape)))
+        approxes.append(approx)
+        layers[name] = Layer.from_factors(approx.up, approx.down, present[0][0].base_shape, float(approx.rank),
+                                          _common_dtype(adapters))
+        rows.append({"layer": name, "rank_in": approx.rank_in, "rank": approx.rank, "rel_error": approx.rel_error})
+    meta = derived_meta(layers, {**_meta(adapters, sources), "method": "lora"})
+    file = io.save(Adapter(layers, meta), out, overwrite=overwrite, inputs=[p for p, _ in sources])
+    return {"output": str(file), "exact": False, "layers": rows, **svd.overall(approxes),
             "rank": meta["rank"], "rank_range": meta.get("rank_range")}
 
 

@@ -24,7 +24,8 @@ from ..core.fsutil import atomic_path, disk_errors
 from . import kohya
 from .layers import COMPONENTS, Adapter, Layer, most_common
 
-_PEFT_KEY = re.compile(rf"^({'|'.join(COMPONENTS)})\.(.+)\.lora_(A|B)\.weight$")
+_PEFT_KEY = re.compile(rf"^({'|'.join(COMPONENTS)})\.(.+)\.(?:lora_(A|B)\.weight|lora_(magnitude)_vector(?:\.weight)?)$")
+MAGNITUDE = "lora_magnitude_vector"  # DoRA's per-output-channel magnitude (peft's key)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -105,23 +106,26 @@ def load(path: str | os.PathLike, *, allow_pickle: bool = False, allow_non_finit
 
 
 def from_peft(tensors: dict[str, torch.Tensor], header: dict, meta: dict, source: str) -> Adapter:
-    """An adapter from ``unet.<module>.lora_A.weight`` keys, alpha from diffusers' LoraConfig header."""
+    """An adapter from ``unet.<module>.lora_A.weight`` keys (and DoRA's ``lora_magnitude_vector``), alpha from
+    diffusers' LoraConfig header."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         match = _PEFT_KEY.match(key)
         if not match:
             raise AdapterError(f"{source}: unknown key layout {key!r} (expected unet.<module>.lora_A.weight "
-                               "as diffusers writes, or kohya lora_unet_… keys; DoRA and LoRA biases are "
-                               "not supported)")
-        parts.setdefault(f"{match[1]}.{match[2]}", {})[match[3]] = value
+                               "as diffusers writes, or kohya lora_unet_… keys; LoRA biases are not supported)")
+        parts.setdefault(f"{match[1]}.{match[2]}", {})[match[3] or "M"] = value
     configs = _read_configs(header, source)
     layers = {}
     for name, ab in sorted(parts.items()):
-        if set(ab) != {"A", "B"} or ab["A"].shape[0] != ab["B"].shape[1]:
+        if not {"A", "B"} <= set(ab) or ab["A"].shape[0] != ab["B"].shape[1]:
             raise AdapterError(f"{source}: layer {name} has no matching lora_A/lora_B pair (corrupt file)")
         component, module = name.split(".", 1)
+        if (configs.get(component) or {}).get("use_dora") and "M" not in ab:
+            raise AdapterError(f"{source}: its LoraConfig says DoRA but layer {name} has no {MAGNITUDE} "
+                               "(corrupt file)")
         layers[name] = Layer(ab["A"], ab["B"], _alpha(configs.get(component), module, ab["A"].shape[0],
-                                                     source))
+                                                     source), ab.get("M"))
     return Adapter(layers, meta, configs, source=source, fmt="diffusers")
 
 
@@ -137,9 +141,6 @@ def _read_configs(header: dict, source: str) -> dict[str, dict]:
     for key, value in flat.items():
         component, _, field = key.partition(".")
         configs.setdefault(component, {})[field] = value
-    for component, cfg in configs.items():
-        if cfg.get("use_dora"):
-            raise AdapterError(f"{source}: {component} is a DoRA adapter; only plain LoRA is supported")
     return configs
 
 
@@ -183,7 +184,7 @@ def lora_config(layers: dict[str, Layer], component: str) -> dict:
     r = most_common(layer.rank for layer in mine.values())
     alpha = most_common(layer.alpha for layer in mine.values())
     return {"r": r, "lora_alpha": alpha, "target_modules": sorted(mine), "lora_dropout": 0.0,
-            "bias": "none", "use_dora": False, "use_rslora": False, "peft_type": "LORA",
+            "bias": "none", "use_dora": any(layer.magnitude is not None for layer in mine.values()), "use_rslora": False, "peft_type": "LORA",
             "rank_pattern": {m: layer.rank for m, layer in mine.items() if layer.rank != r},
             "alpha_pattern": {m: layer.alpha for m, layer in mine.items() if layer.alpha != alpha}}
 
@@ -192,11 +193,22 @@ def diffusers_state(adapter: Adapter) -> tuple[dict[str, torch.Tensor], dict[str
     """peft-style tensors and the flat ``lora_adapter_metadata`` (keys ``unet.r`` ...) stock diffusers reads."""
     tensors = {}
     for name, layer in adapter.layers.items():
+        if not isinstance(layer, Layer):
+            raise AdapterError(f"{adapter.source}: layer {name} is {layer.method}, which stock diffusers cannot "
+                               "load into SD 1.x: keep its LyCORIS (kohya-keyed) file, or `merge` it")
         tensors[f"{name}.lora_A.weight"] = layer.down
         tensors[f"{name}.lora_B.weight"] = layer.up
+        if layer.magnitude is not None:
+            tensors[magnitude_key(name)] = layer.magnitude
     flat = {f"{c}.{k}": v for c in adapter.components()
             for k, v in (adapter.configs.get(c) or lora_config(adapter.layers, c)).items()}
     return tensors, flat
+
+
+def magnitude_key(name: str) -> str:
+    """DoRA's magnitude key: text-encoder keys end in ``.weight``, or transformers' adapter loader (behind stock
+    ``load_lora_weights``) leaves the magnitudes at their initial values with only an 'UNEXPECTED' report."""
+    return f"{name}.{MAGNITUDE}" + (".weight" if name.startswith("text_encoder.") else "")
 
 
 def output_file(out: str | os.PathLike) -> Path:
@@ -277,7 +289,7 @@ def check_fits(adapter: Adapter, models: dict[str, torch.nn.Module], base_label:
                 missing.append(name)
                 continue
             found[name] = tuple(weight.shape)
-            if found[name] != layer.base_shape:
+            if not same_shape(found[name], layer.base_shape):
                 wrong.append(name)
     trained_on = adapter.meta.get("base_model", "an unrecorded base")
     if wrong:
@@ -292,3 +304,10 @@ def check_fits(adapter: Adapter, models: dict[str, torch.nn.Module], base_label:
             f"adapter {adapter.source} (trained on {trained_on}): {len(missing)} of {len(adapter.layers)} "
             f"layer(s) have no match in base {base_label}, e.g. {missing[0]} (another architecture, or an "
             "unknown key layout)")
+
+
+def same_shape(weight: tuple[int, ...], layer: tuple[int, ...]) -> bool:
+    """A layer fits a weight of the same shape; a LyCORIS conv layer read without its kernel, [out, in·kh·kw]."""
+    if len(layer) == 2 and len(weight) == 4:
+        return layer == (weight[0], weight[1] * weight[2] * weight[3])
+    return weight == layer

@@ -1,8 +1,10 @@
-"""An adapter in memory: its LoRA layers (down/up factors and alpha) and its metadata.
+"""An adapter in memory: its layers and its metadata.
 
-A layer's weight change is ``ΔW = (alpha / rank) · up @ down``; for a conv layer ``down`` is a conv with the
-layer's kernel (``[r, in, kh, kw]``) and ``up`` a 1×1 conv (``[out, r, 1, 1]``), so ΔW is that product reshaped.
-Layer names carry their component: ``unet.<module>`` or ``text_encoder.<module>``.
+A LoRA layer's weight change is ``ΔW = (alpha / rank) · up @ down``; for a conv layer ``down`` is a conv with
+the layer's kernel (``[r, in, kh, kw]``) and ``up`` a 1×1 conv (``[out, r, 1, 1]``), so ΔW is that product
+reshaped. A DoRA layer is a LoRA layer with a ``magnitude`` (one per output channel): the adapted weight is
+``magnitude · (W + ΔW) / ‖W + ΔW‖`` (norm per output channel), so it needs the base weight. LoHa and LoKr
+layers live in ``lycoris``. Layer names carry their component: ``unet.<module>`` or ``text_encoder.<module>``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ class Layer:
     down: torch.Tensor  # lora_A / lora_down: [r, in] or [r, in, kh, kw]
     up: torch.Tensor  # lora_B / lora_up: [out, r] or [out, r, 1, 1]
     alpha: float
+    magnitude: torch.Tensor | None = None  # DoRA: lora_magnitude_vector, [out] (or [1, out, 1, 1] for conv)
+
+    @property
+    def method(self) -> str:
+        return "lora" if self.magnitude is None else "dora"
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.down, self.up] + ([] if self.magnitude is None else [self.magnitude])
 
     @property
     def rank(self) -> int:
@@ -91,15 +101,20 @@ class Adapter:
     def components(self) -> list[str]:
         return [c for c in COMPONENTS if any(n.startswith(c + ".") for n in self.layers)]
 
+    @property
+    def method(self) -> str:
+        """lora | dora | loha | lokr (the methods of its layers, joined by '+' if they differ)."""
+        return "+".join(sorted({layer.method for layer in self.layers.values()})) or "lora"
+
     def parameters(self) -> int:
-        return sum(layer.down.numel() + layer.up.numel() for layer in self.layers.values())
+        return sum(t.numel() for layer in self.layers.values() for t in layer.tensors())
 
     def dtypes(self) -> list[str]:
         return sorted({str(t.dtype).removeprefix("torch.") for layer in self.layers.values()
-                       for t in (layer.down, layer.up)})
+                       for t in layer.tensors()})
 
     def common_dtype(self) -> torch.dtype:
-        dtypes = {layer.down.dtype for layer in self.layers.values()}
+        dtypes = {t.dtype for layer in self.layers.values() for t in layer.tensors()}
         return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 

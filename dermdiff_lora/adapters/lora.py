@@ -22,11 +22,12 @@ from ..core.fsutil import disk_errors
 from ..core.version import __version__
 
 
-def peft_config(rank: int, alpha: float, targets: list[str], dropout: float = 0.0):
+def peft_config(rank: int, alpha: float, targets: list[str], dropout: float = 0.0, **extra):
+    """A LoraConfig (``extra``: use_dora, rank_pattern, alpha_pattern as a saved config holds them)."""
     from peft import LoraConfig
 
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
-                      init_lora_weights="gaussian")
+                      init_lora_weights="gaussian", **extra)
 
 
 def add_lora(model, config, what: str) -> None:
@@ -72,16 +73,23 @@ def save_adapter(out_dir: str | os.PathLike, unet, text_encoder=None, *, meta: d
     from diffusers import StableDiffusionPipeline
     from peft import get_peft_model_state_dict
 
+    from .methods import method_of
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    method = method_of(unet)
+    if method in ("loha", "lokr"):
+        return _save_lycoris(out_dir, unet, text_encoder, {**(meta or {}), "method": method})
     kwargs: dict = {"unet_lora_layers": get_peft_model_state_dict(unet),
                     "unet_lora_adapter_metadata": _lora_config_dict(unet)}
     shapes = touched_shapes(unet, "unet")
     if text_encoder is not None and getattr(text_encoder, "peft_config", None):
-        kwargs["text_encoder_lora_layers"] = get_peft_model_state_dict(text_encoder)
+        kwargs["text_encoder_lora_layers"] = {
+            (k + ".weight" if k.endswith("lora_magnitude_vector") else k): v  # see io.magnitude_key
+            for k, v in get_peft_model_state_dict(text_encoder).items()}
         kwargs["text_encoder_lora_adapter_metadata"] = _lora_config_dict(text_encoder)
         shapes.update(touched_shapes(text_encoder, "text_encoder"))
-    own = {"package_version": __version__, **(meta or {}), "fingerprint": fingerprint(shapes),
+    own = {"package_version": __version__, **(meta or {}), "method": method, "fingerprint": fingerprint(shapes),
            "layers": len(shapes)}
     tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=out_dir))
     try:
@@ -92,6 +100,19 @@ def save_adapter(out_dir: str | os.PathLike, unet, text_encoder=None, *, meta: d
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / WEIGHT_NAME
+
+
+def _save_lycoris(out_dir: Path, unet, text_encoder, meta: dict) -> Path:
+    """LoHa / LoKr: a LyCORIS-keyed file (ComfyUI, A1111); stock diffusers cannot load these into SD 1.x."""
+    from . import io, lycoris
+    from .layers import Adapter
+
+    layers = lycoris.layers_from_model(unet, "unet")
+    if text_encoder is not None and getattr(text_encoder, "peft_config", None):
+        layers.update(lycoris.layers_from_model(text_encoder, "text_encoder"))
+    shapes = {name: layer.base_shape for name, layer in layers.items()}
+    own = {"package_version": __version__, **meta, "fingerprint": fingerprint(shapes), "layers": len(shapes)}
+    return io.save(Adapter(layers, own), out_dir, fmt="kohya", overwrite=True)
 
 
 def _lora_config_dict(model) -> dict:
@@ -133,12 +154,14 @@ def load_into(model, path: str | os.PathLike, component: str = "unet") -> None:
     state = {k[len(component) + 1:]: v for k, v in tensors.items() if k.startswith(component + ".")}
     if not state:
         if component == "unet":
-            raise AdapterError(f"{file} has no 'unet.' LoRA keys (convert kohya files first)")
+            raise AdapterError(f"{file} has no 'unet.' LoRA keys (convert kohya files first; LoHa/LoKr "
+                               "(LyCORIS) files cannot seed a run: model.init_adapter takes LoRA or DoRA)")
         return
     if not settings:
         raise AdapterError(f"{file} lacks diffusers' lora_adapter_metadata: its rank/alpha are unknown")
+    extra = {k: settings[k] for k in ("use_dora", "rank_pattern", "alpha_pattern") if settings.get(k)}
     config = peft_config(settings["r"], settings["lora_alpha"], settings["target_modules"],
-                         settings.get("lora_dropout", 0.0))
+                         settings.get("lora_dropout", 0.0), **extra)
     add_lora(model, config, component)
     result = set_peft_model_state_dict(model, state)
     unexpected = getattr(result, "unexpected_keys", None)

@@ -35,13 +35,15 @@ def merge(base: str, sources: Sequence[tuple[str | os.PathLike, float]], out: st
     with io.staged_dir(out, overwrite) as tmp:
         pipe = load_pipeline(base, revision, allow_pickle=allow_pickle, safety_checker=True)
         info = attach(pipe, sources, base_label=base, allow_pickle=allow_pickle)
-        components = sorted({c for item in info for c in item["components"]})
-        pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=[i["name"] for i in info])
-        pipe.unload_lora_weights()
+        loaded = [i for i in info if i["name"]]  # LoHa / LoKr are already folded into the weights
+        if loaded:
+            components = sorted({c for item in loaded for c in item["components"]})
+            pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=[i["name"] for i in loaded])
+            pipe.unload_lora_weights()
         pipe.to(getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[dtype]))
         pipe.save_pretrained(tmp, safe_serialization=True)
         record = {"base_model": base, "base_revision": revision, "dtype": dtype, "package_version": __version__,
-                  "adapters": [{k: i[k] for k in ("path", "scale", "base_model", "fingerprint", "format")}
+                  "adapters": [{k: i[k] for k in ("path", "scale", "base_model", "fingerprint", "format", "method")}
                                for i in info]}
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
     return {"output": str(out), **record}

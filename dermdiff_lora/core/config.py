@@ -95,14 +95,55 @@ class PromptsConfig:
     caption_dropout: float = _opt(0.0, min=0.0, max=1.0, help="probability of an empty prompt (for CFG)")
 
 
+ADAPTER_METHODS = ("lora", "dora", "loha", "lokr")
+# Named target sets (an entry of lora.target_modules may be one of these names).
+TARGET_PRESETS = {
+    "attention": ["to_q", "to_k", "to_v", "to_out.0"],
+    "resnet_convs": ["conv1", "conv2", "conv_shortcut"],  # SD 1.x ResnetBlock2D convolutions (LoCon's)
+    "sampler_convs": ["downsamplers.0.conv", "upsamplers.0.conv"],
+}
+
+
 @dataclass
 class LoraConfig:
+    method: str = _opt("lora", choices=ADAPTER_METHODS, help="lora | dora (weight-decomposed) | loha "
+                                                            "(Hadamard) | lokr (Kronecker), through peft")
     rank: int = _opt(4, min=1, max=1024)
     alpha: float = _opt(4.0, min=0.0)
-    dropout: float = _opt(0.0, min=0.0, max=1.0)
-    target_modules: list[str] = _opt(["to_q", "to_k", "to_v", "to_out.0"])
-    text_encoder: bool = _opt(False, help="also train a LoRA on the text encoder")
+    dropout: float = _opt(0.0, min=0.0, max=1.0, help="lora/dora: dropout on the adapter's input")
+    rank_dropout: float = _opt(0.0, min=0.0, max=1.0, help="loha/lokr: drop whole ranks while training")
+    module_dropout: float = _opt(0.0, min=0.0, max=1.0, help="loha/lokr: skip a whole layer's adapter while "
+                                                             "training")
+    factor: int = _opt(-1, min=-1, help="lokr: Kronecker factor of each dimension (-1: as square as possible)")
+    decompose_both: bool = _opt(False, help="lokr: also low-rank-decompose the small Kronecker factor")
+    conv_rank: int | None = _opt(None, min=1, max=1024, help="rank of convolution targets (LoCon's conv_dim); "
+                                                             "null: lora.rank")
+    conv_alpha: float | None = _opt(None, min=0.0, help="alpha of convolution targets; null: lora.alpha")
+    target_modules: list[str] = _opt(["to_q", "to_k", "to_v", "to_out.0"],
+                                     help="module names, or presets: " + ", ".join(TARGET_PRESETS))
+    text_encoder: bool = _opt(False, help="also train an adapter (same method) on the text encoder")
     text_encoder_target_modules: list[str] = _opt(["q_proj", "k_proj", "v_proj", "out_proj"])
+
+
+def expand_targets(targets: list[str]) -> list[str]:
+    """Target module names with preset names replaced by their modules (order kept, no repeats)."""
+    out: list[str] = []
+    for item in targets:
+        out.extend(m for m in TARGET_PRESETS.get(item, [item]) if m not in out)
+    return out
+
+
+def method_errors(lc: LoraConfig) -> list[str]:
+    errors = []
+    if lc.method in ("loha", "lokr") and lc.dropout:
+        errors.append(f"lora.dropout applies to lora/dora; peft's {lc.method} has lora.rank_dropout and "
+                      "lora.module_dropout instead")
+    if lc.method in ("lora", "dora") and (lc.rank_dropout or lc.module_dropout):
+        errors.append(f"lora.rank_dropout / lora.module_dropout are loha/lokr options; {lc.method} has "
+                      "lora.dropout")
+    if lc.method != "lokr" and (lc.factor != -1 or lc.decompose_both):
+        errors.append(f"lora.factor / lora.decompose_both are lokr options (lora.method={lc.method})")
+    return errors
 
 
 @dataclass
@@ -201,6 +242,10 @@ def _cross_checks(cfg: Config) -> list[str]:
     if not cfg.prompts.template and not cfg.data.caption_column:
         errors.append("prompts.template is empty and data.caption_column is empty: set one of them")
     errors.extend(data_errors(cfg.data))
+    errors.extend(method_errors(cfg.lora))
+    if cfg.model.init_adapter and cfg.lora.method in ("loha", "lokr"):
+        errors.append(f"model.init_adapter continues a LoRA or DoRA adapter; lora.method={cfg.lora.method} "
+                      "starts a fresh adapter (leave model.init_adapter empty)")
     if cfg.speed.cache_latents == "on" and not cfg.data.center_crop and cfg.data.fit == "crop":
         errors.append("speed.cache_latents=on with data.center_crop=false would freeze one random crop: "
                       "use cache_latents=auto/off or center_crop=true")

@@ -106,7 +106,11 @@ def snippet(f: Facts, repo_id: str) -> str:
                     f"resolve_base; print(resolve_base('{f.base}'))\"")
         else:
             base = f'base = "path/to/{Path(f.base).name}"  # the base model this adapter was trained on'
-        head, load, extra = f'{base}\nadapter = "{repo_id}"', "base", "pipe.load_lora_weights(adapter)\n"
+        extra = "pipe.load_lora_weights(adapter)\n"
+        if _lycoris(f):  # stock diffusers cannot load LoHa / LoKr into SD 1.x: merge them first
+            base, extra = (f'model = "merged"  # dermdiff-lora merge --adapter {repo_id} --out merged', "")
+        head = base if _lycoris(f) else f'{base}\nadapter = "{repo_id}"'
+        load = "model" if _lycoris(f) else "base"
     else:
         head, load, extra = f'model = "{repo_id}"', "model", ""
     return f"""```python
@@ -129,9 +133,17 @@ image.save("sample.png")
 ```"""
 
 
+def _lycoris(f: Facts) -> bool:
+    return f.kind == "lora" and f.meta.get("method") in ("loha", "lokr")
+
+
 def _usage(f: Facts, repo_id: str) -> str:
     text = f"## How to use\n\nWith plain diffusers:\n\n{snippet(f, repo_id)}\n\n"
-    if f.kind == "lora":
+    if _lycoris(f):
+        text += (f"This is a {f.meta['method'].upper().replace('LOHA', 'LoHa').replace('LOKR', 'LoKr')} adapter "
+                 "with LyCORIS key names: ComfyUI and AUTOMATIC1111 load the file as it is; stock diffusers "
+                 "cannot load it into SD 1.x, so merge it into the base first (above). ")
+    elif f.kind == "lora":
         text += ("`load_lora_weights` reads the rank and alpha stored in the file, so the adapter applies at its "
                  "trained strength; `pipe.fuse_lora(lora_scale=0.8)` (or `cross_attention_kwargs={\"scale\": 0.8}` "
                  "in the call) weakens it. ")
@@ -163,7 +175,8 @@ def _training(f: Facts) -> str:
         rank, alpha = m.get("rank") or (c.lora.rank if c else None), m.get("alpha") or (c.lora.alpha if c else None)
         targets = m.get("target_modules") or (c.lora.target_modules if c else [])
         if rank:
-            rows += [["LoRA rank / alpha", f"{rank} / {alpha:g} (scale alpha/rank = {alpha / rank:g})"],
+            label = {"dora": "DoRA", "loha": "LoHa", "lokr": "LoKr"}.get(m.get("method"), "LoRA")
+            rows += [[f"{label} rank / alpha", f"{rank} / {alpha:g} (scale alpha/rank = {alpha / rank:g})"],
                      ["target modules (UNet)", ", ".join(f"`{t}`" for t in targets)],
                      ["text-encoder LoRA", "yes" if m.get("text_encoder") or (c and c.lora.text_encoder) else "no"]]
     elif c:

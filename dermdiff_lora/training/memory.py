@@ -14,10 +14,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError, ModelError
 from .ddp import ddp_extra_bytes, ddp_note
+
+if TYPE_CHECKING:
+    from .memsim import MetaModels
 
 GB = 10**9
 RUNTIME_OVERHEAD = 1 * GB  # CUDA context, cuBLAS/cuDNN workspaces, allocator slack
@@ -101,43 +104,11 @@ def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
     return Path(found).parent.parent if isinstance(found, str) else None
 
 
-@dataclass
-class MetaModels:
-    unet: Any
-    vae: Any
-    text_encoder: Any
-    trainable: list
-
-
 def build_meta(arch: dict, cfg, weight_dtype) -> MetaModels:
-    """The three models on ``meta``, with the dtypes, adapters and trainable flags ``train.setup`` gives."""
-    import torch
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """The three models on ``meta`` as training sets them up (``memsim.build_meta``)."""
+    from .memsim import build_meta as build
 
-    from ..adapters import lora
-
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(arch["unet"])
-        vae = AutoencoderKL.from_config(arch["vae"])
-        te = CLIPTextModel(CLIPTextConfig.from_dict(arch["text_encoder"]))
-    vae.requires_grad_(False).to(dtype=weight_dtype)
-    te.requires_grad_(False).to(dtype=weight_dtype)
-    lc, trained = cfg.lora, [unet]
-    if cfg.train.mode == "full":
-        unet.train().requires_grad_(True)
-    else:
-        unet.requires_grad_(False).to(dtype=weight_dtype)
-        lora.add_lora(unet, lora.peft_config(lc.rank, lc.alpha, lc.target_modules, lc.dropout), "unet")
-        if lc.text_encoder:
-            te_cfg = lora.peft_config(lc.rank, lc.alpha, lc.text_encoder_target_modules, lc.dropout)
-            lora.add_lora(te, te_cfg, "text_encoder")
-            trained.append(te)
-        for p in (p for m in trained for p in m.parameters() if p.requires_grad):
-            p.data = p.data.to(torch.float32)
-    params = [p for m in trained for p in m.parameters() if p.requires_grad]
-    return MetaModels(unet, vae, te, params)
+    return build(arch, cfg, weight_dtype)
 
 
 # ------------------------------------------------------------------------------------------ arithmetic
@@ -195,8 +166,8 @@ class Planner:
     def models(self, cfg) -> MetaModels:
         wdt, _ = dtypes(cfg, self.device)
         lc = cfg.lora
-        key = (cfg.train.mode, str(wdt), lc.rank, tuple(lc.target_modules), lc.text_encoder,
-               tuple(lc.text_encoder_target_modules))
+        key = (cfg.train.mode, str(wdt), lc.method, lc.rank, lc.conv_rank, lc.factor, lc.decompose_both,
+               tuple(lc.target_modules), lc.text_encoder, tuple(lc.text_encoder_target_modules))
         if key not in self._models:
             self._models[key] = build_meta(self.arch, cfg, wdt)
         return self._models[key]
@@ -298,9 +269,23 @@ def plan(cfg, gpu_memory: int = 24 * GB, *, device: str = "cuda", suggest: bool 
                             "(latent cache); they come in only for validation grids")
     if processes > 1:
         result.notes.append(ddp_note(processes, cfg))
+    if cfg.train.mode == "lora" and cfg.lora.method == "dora":
+        result.notes.append(dora_note(cfg, planner, dynamic - grads))
     if suggest and not result.fits:
         result.suggestions = suggestions(cfg, gpu_memory, planner, processes)
     return result
+
+
+def dora_note(cfg, planner: Planner, activations: int) -> str:
+    """What DoRA adds over a LoRA of the same rank and targets: its magnitudes, and the activations of the
+    weight norm it recomputes in every forward pass (simulated both ways)."""
+    as_lora = with_overrides(cfg, ["lora.method=lora"])
+    lora_dynamic, lora_grads = planner.step(as_lora, cfg.train.batch_size, cfg.train.gradient_checkpointing)
+    extra_params = sum(p.numel() for p in planner.models(cfg).trainable) - sum(
+        p.numel() for p in planner.models(as_lora).trainable)
+    return (f"DoRA vs LoRA r{cfg.lora.rank} on the same layers: +{extra_params / 1e6:.2f} M trained parameters "
+            f"(magnitudes), +{(activations - (lora_dynamic - lora_grads)) / GB:.2f} GB activations at batch "
+            f"{cfg.train.batch_size} (the weight norm is recomputed in every forward pass)")
 
 
 def _param_counts(mm: MetaModels) -> dict[str, int]:
@@ -311,7 +296,9 @@ def _param_counts(mm: MetaModels) -> dict[str, int]:
 
 def _summary(cfg, cached: bool, device: str, processes: int = 1) -> str:
     t = cfg.train
-    mode = (f"LoRA r{cfg.lora.rank}" + (" + text encoder" if cfg.lora.text_encoder else "")
+    lc = cfg.lora
+    mode = (f"{METHOD_NAMES[lc.method]} r{lc.rank}" + (f" (conv r{lc.conv_rank})" if lc.conv_rank else "")
+            + (" + text encoder" if lc.text_encoder else "")
             if t.mode == "lora" else "full UNet" + (" + EMA" if t.ema else ""))
     return (f"{mode} · {cfg.data.resolution}² · batch {t.batch_size} × {t.gradient_accumulation} accumulation"
             f" · {t.mixed_precision if t.mixed_precision != 'no' else 'fp32'}"
@@ -320,6 +307,7 @@ def _summary(cfg, cached: bool, device: str, processes: int = 1) -> str:
             + (f" · what each of {processes} GPUs holds (DDP)" if processes > 1 else ""))
 
 
+METHOD_NAMES = {"lora": "LoRA", "dora": "DoRA", "loha": "LoHa", "lokr": "LoKr"}
 # Switches in the order they are tried: those that change no result first.
 SWITCHES = (
     ("speed.cache_latents=on", lambda c: c.speed.cache_latents == "off" and c.data.center_crop),

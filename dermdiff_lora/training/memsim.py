@@ -14,6 +14,7 @@ import itertools
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -239,3 +240,42 @@ def profiled_peak(fn) -> int:
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]")
     return max(itertools.accumulate(b for _, b in events), default=0)
+
+
+@dataclass
+class MetaModels:
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    trainable: list
+
+
+def build_meta(arch: dict, cfg, weight_dtype) -> MetaModels:
+    """The three models on ``meta``, with the dtypes, adapters and trainable flags ``train.setup`` gives."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..adapters import lora, methods
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(arch["unet"])
+        vae = AutoencoderKL.from_config(arch["vae"])
+        te = CLIPTextModel(CLIPTextConfig.from_dict(arch["text_encoder"]))
+    vae.requires_grad_(False).to(dtype=weight_dtype)
+    te.requires_grad_(False).to(dtype=weight_dtype)
+    lc, trained = cfg.lora, [unet]
+    if cfg.train.mode == "full":
+        unet.train().requires_grad_(True)
+    else:
+        unet.requires_grad_(False).to(dtype=weight_dtype)
+        lora.add_lora(unet, methods.build_config(lc, lc.target_modules, unet), "unet")
+        if lc.text_encoder:
+            te_cfg = methods.build_config(lc, lc.text_encoder_target_modules, te)
+            lora.add_lora(te, te_cfg, "text_encoder")
+            trained.append(te)
+        for p in (p for m in trained for p in m.parameters() if p.requires_grad):
+            p.data = p.data.to(torch.float32)
+    params = [p for m in trained for p in m.parameters() if p.requires_grad]
+    return MetaModels(unet, vae, te, params)

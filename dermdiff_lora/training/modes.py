@@ -28,7 +28,7 @@ def setup_lora(run) -> None:
     """Freeze the base; attach peft LoRA adapters (UNet, optionally text encoder); train only those."""
     import torch
 
-    from ..adapters import lora
+    from ..adapters import lora, methods
 
     cfg, parts = run.cfg, run.parts
     _frozen_to_device(run)
@@ -39,12 +39,12 @@ def setup_lora(run) -> None:
             lora.load_into(parts.text_encoder, cfg.model.init_adapter, "text_encoder")
     else:
         lc = cfg.lora
-        lora.add_lora(parts.unet, lora.peft_config(lc.rank, lc.alpha, lc.target_modules, lc.dropout), "unet")
+        lora.add_lora(parts.unet, methods.build_config(lc, lc.target_modules, parts.unet), "unet")
     trained = [parts.unet]
     if cfg.lora.text_encoder:
         if not getattr(parts.text_encoder, "peft_config", None):
             lc = cfg.lora
-            te_cfg = lora.peft_config(lc.rank, lc.alpha, lc.text_encoder_target_modules, lc.dropout)
+            te_cfg = methods.build_config(lc, lc.text_encoder_target_modules, parts.text_encoder)
             lora.add_lora(parts.text_encoder, te_cfg, "text_encoder")
         trained.append(parts.text_encoder)
     for model in trained:  # adapter weights stay fp32 whatever the base dtype

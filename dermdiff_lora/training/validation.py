@@ -17,7 +17,11 @@ log = logging.getLogger(__name__)
 
 def adapter_metadata(cfg, builder) -> dict:
     """The package's own adapter metadata (beside diffusers' LoraConfig header)."""
-    return {"base_model": cfg.model.base, "base_revision": cfg.model.revision, "rank": cfg.lora.rank,
+    lc = cfg.lora
+    method = {"method": lc.method, **({"factor": lc.factor, "decompose_both": lc.decompose_both}
+                                      if lc.method == "lokr" else {}),
+              **({"conv_rank": lc.conv_rank, "conv_alpha": lc.conv_alpha} if lc.conv_rank or lc.conv_alpha else {})}
+    return {"base_model": cfg.model.base, "base_revision": cfg.model.revision, "rank": cfg.lora.rank, **method,
             "alpha": cfg.lora.alpha, "target_modules": list(cfg.lora.target_modules),
             "text_encoder": cfg.lora.text_encoder, "prompt_template": builder.template,
             "value_maps": builder.to_dict()["value_maps"], "train_steps": cfg.train.max_steps,

@@ -62,7 +62,7 @@ def test_truncated_file_is_named(trained_lora, tmp_path):
 
 
 @pytest.mark.parametrize("key", ["unet.down_blocks.0.attn.lora.down.weight", "base_model.model.to_q.lora_A.weight",
-                                 "lora_unet_down_blocks_0_resnets_0_conv1.hada_w1_a"])
+                                 "lora_unet_down_blocks_0_resnets_0_conv1.oft_blocks"])
 def test_unknown_key_layout_names_the_key(tmp_path, key):
     save_file({key: torch.zeros(2, 2)}, str(tmp_path / "odd.safetensors"))
     with pytest.raises(AdapterError, match="unknown key layout") as err:
@@ -128,7 +128,7 @@ def test_a_pipeline_folder_is_not_taken_for_an_adapter(tiny_base):
         io.load(tiny_base)
 
 
-def test_rslora_scale_is_kept_and_dora_is_refused(trained_lora, tmp_path):
+def test_rslora_scale_is_kept_and_dora_without_magnitudes_is_refused(trained_lora, tmp_path):
     tensors, header = load_file(str(io.weights_file(trained_lora))), lora.read_header(trained_lora)
     flat = json.loads(header[lora.DIFFUSERS_META_KEY])
     save_file(tensors, str(tmp_path / "rs.safetensors"),
@@ -137,5 +137,5 @@ def test_rslora_scale_is_kept_and_dora_is_refused(trained_lora, tmp_path):
     assert layer.scale == pytest.approx(8.0 / 4 ** 0.5)
     save_file(tensors, str(tmp_path / "dora.safetensors"),
               {lora.DIFFUSERS_META_KEY: json.dumps({**flat, "unet.use_dora": True})})
-    with pytest.raises(AdapterError, match="DoRA"):
+    with pytest.raises(AdapterError, match="DoRA but layer .* has no lora_magnitude_vector"):
         io.load(tmp_path / "dora.safetensors")
