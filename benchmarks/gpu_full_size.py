@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-steps", type=int, default=4, help="optimizer steps of the resume check")
     parser.add_argument("--smoke", action="store_true", help="run every code path on the CPU at toy sizes "
                                                              "(fp16 with a CPU loss scaler), to check it")
+    parser.add_argument("--parts", default="recipes,resume,rebalance", help="comma-separated: recipes, resume, "
+                                                                          "rebalance (default all)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default with --smoke: "
                                                                    "OMP_NUM_THREADS, else 1; without: all)")
     args = parser.parse_args(argv)
@@ -327,10 +329,14 @@ def run_all(args, root: Path) -> int:
     data = sc.make_data(root / "data", target.images, target.resolution)
     print(f"{target.name}: torch {torch.__version__}, peak {target.peak or 'unknown'} TFLOP/s dense "
           f"(setup {time.time() - t0:.0f} s); batch 'max' = plan's largest batch for 24 GB")
+    parts = set(args.parts.split(","))
     with sc.cpu_loss_scaler() if args.smoke else contextlib.nullcontext():
-        ok = [guarded(recipe, bench_recipe, target, data, root, recipe, args) for recipe in RECIPES]
-        ok.append(guarded("resume check", resume_check, target, data, root, args.resume_steps))
-        ok.append(guarded("rebalance", rebalance_check, target, root, args.smoke))
+        ok = [guarded(recipe, bench_recipe, target, data, root, recipe, args) for recipe in RECIPES
+              if "recipes" in parts]
+        if "resume" in parts:
+            ok.append(guarded("resume check", resume_check, target, data, root, args.resume_steps))
+        if "rebalance" in parts:
+            ok.append(guarded("rebalance", rebalance_check, target, root, args.smoke))
     print(f"\ntotal {time.time() - t0:.0f} s; {ok.count(False)} of {len(ok)} parts failed")
     return 0 if all(ok) else 1
 
