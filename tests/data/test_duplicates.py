@@ -7,7 +7,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from drawn_images import lesion_photo
+from PIL import Image
 from scipy.fft import idct
 
 from dermdiff_lora.core.errors import DataError
@@ -15,17 +16,7 @@ from dermdiff_lora.data import duplicates as dup
 
 
 def photo(rng: np.random.Generator, size: int = 96) -> Image.Image:
-    """A textured skin-coloured photo with an off-centre dark blob and a bar (no symmetry)."""
-    skin = np.array([205, 155, 125]) + rng.integers(-30, 30, 3)
-    base = np.clip(skin + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8)
-    image = Image.fromarray(base)
-    draw = ImageDraw.Draw(image)
-    cx, cy = rng.uniform(0.3, 0.7, 2) * size
-    rx, ry = rng.uniform(0.1, 0.3, 2) * size
-    draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=tuple(int(c) for c in rng.integers(30, 110, 3)))
-    x = rng.uniform(0, size * 0.6)
-    draw.rectangle([x, 0, x + size * 0.12, size * 0.25], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    return image
+    return lesion_photo(rng, size)
 
 
 def reencoded(image: Image.Image, quality: int = 85) -> Image.Image:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from drawn_images import lesion_photo
 from PIL import Image
 
 # Label -> dominant colour: any classifier separates these perfectly (known answers: AUC 1, bal. acc. 1).
@@ -81,21 +82,6 @@ def fake_rebalance(src: Path, dst: Path, n: int) -> Path:
         out.append({**r, "image_name": name, "patient_id": "", "synthetic": "true"})
     write_rows(dst, out)
     return dst
-
-
-def lesion_photo(rng: np.random.Generator, size: int = 64) -> Image.Image:
-    """A textured skin-coloured photo with an off-centre dark blob and a bar (no symmetry)."""
-    from PIL import ImageDraw
-
-    skin = np.array([205, 155, 125]) + rng.integers(-30, 30, 3)
-    image = Image.fromarray(np.clip(skin + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    cx, cy = rng.uniform(0.3, 0.7, 2) * size
-    rx, ry = rng.uniform(0.1, 0.3, 2) * size
-    draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=tuple(int(c) for c in rng.integers(30, 110, 3)))
-    x = rng.uniform(0, size * 0.6)
-    draw.rectangle([x, 0, x + size * 0.12, size * 0.25], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    return image
 
 
 def with_copies(folder: Path, n: int = 40, seed: int = 0) -> tuple[Path, dict[str, str]]:
