@@ -1,6 +1,6 @@
 """Fail when a module is over MAX_MODULE lines or a function over MAX_FUNCTION lines (docstring included).
 
-Usage: python scripts/check_sizes.py dermdiff_lora [more folders or files]
+Usage: python scripts/check_sizes.py [folders or .py files]   (default: the package, benchmarks/ and scripts/)
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 MAX_MODULE = 400
 MAX_FUNCTION = 60
+DEFAULT = ["dermdiff_lora", "benchmarks", "scripts"]
 
 
 def problems(path: Path) -> list[str]:
@@ -30,7 +31,15 @@ def problems(path: Path) -> list[str]:
 
 
 def main(args: list[str]) -> int:
+    missing = [a for a in args if not Path(a).exists()]
+    if missing:
+        print(f"check_sizes: no such file or folder: {', '.join(missing)}")
+        return 2
+    args = args or DEFAULT
     files = [f for a in args for f in ([Path(a)] if a.endswith(".py") else sorted(Path(a).rglob("*.py")))]
+    if not files:
+        print(f"check_sizes: no .py file under {', '.join(args)}: nothing was checked")
+        return 2
     found = [p for f in files for p in problems(f)]
     print("\n".join(found) or f"sizes ok: {len(files)} files, modules <= {MAX_MODULE} lines, "
           f"functions <= {MAX_FUNCTION} lines")

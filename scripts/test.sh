@@ -9,7 +9,7 @@ $bin/ruff check dermdiff_lora tests scripts benchmarks
 $bin/lint-imports --no-cache
 # Every declared dependency is imported, every import is declared (pyproject: tool.deptry).
 $bin/deptry .
-$bin/python scripts/check_sizes.py dermdiff_lora
+$bin/python scripts/check_sizes.py dermdiff_lora benchmarks scripts
 # Repeated blocks of 6+ lines inside the package.
 $bin/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --score=n dermdiff_lora
 # One thread per test process: the tiny models are far faster single-threaded, and the 2-process test
