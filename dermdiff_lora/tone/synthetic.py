@@ -235,7 +235,7 @@ def _split_counts(n: int, tone_counts: dict | None) -> dict[str, int]:
     return {g: int(tone_counts.get(g, 0)) for g in TONE_GROUPS}
 
 
-def _plan_rows(counts: dict[str, int], malignant_fraction: float, rng: np.random.Generator,
+def _plan_rows(counts: dict[str, int], malignant_fraction: float, rng: np.random.Generator, seed: int,
                ita_ranges: dict[str, tuple[float, float]]) -> list[dict]:
     """One metadata row (without the image-derived columns) per image, in a shuffled order."""
     rows = []
@@ -258,7 +258,8 @@ def _plan_rows(counts: dict[str, int], malignant_fraction: float, rng: np.random
         rows[row_index].update(
             {
                 "image_name": f"SYN_{index + 1:07d}",
-                "patient_id": f"IP_{int(rng.integers(1, n_patients + 1)):07d}",
+                # the seed is part of the id: datasets drawn with other seeds share no patient
+                "patient_id": f"IP_s{seed}_{int(rng.integers(1, n_patients + 1)):07d}",
                 "sex": str(rng.choice(("female", "male"))),
                 "age_approx": "" if rng.random() < 0.05 else f"{5 * int(rng.integers(4, 18))}.0",
                 "anatom_site_general_challenge": str(rng.choice(_SITES)),
@@ -310,7 +311,7 @@ def make_dataset(
     ranges = {**TONE_ITA_RANGES, **(ita_ranges or {})}
     if any(not -70.0 <= lo <= hi <= 80.0 for lo, hi in ranges.values()):
         raise ConfigError(f"make_dataset: ita_ranges={ita_ranges!r} must be (low, high) pairs within -70..80")
-    rows = _plan_rows(_split_counts(n, tone_counts), malignant_fraction, rng, ranges)
+    rows = _plan_rows(_split_counts(n, tone_counts), malignant_fraction, rng, seed, ranges)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

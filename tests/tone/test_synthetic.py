@@ -135,6 +135,15 @@ def test_make_dataset_writes_isic_style_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temp folder left behind
 
 
+def test_patients_repeat_within_a_dataset_never_across_seeds(tmp_path):
+    a, a_again, b = (_rows(make_dataset(tmp_path / name, 24, size=16, seed=seed))
+                     for name, seed in (("a", 3), ("a2", 3), ("b", 4)))
+    patients = [r["patient_id"] for r in a]
+    assert len(set(patients)) < len(patients)  # several images of one patient, as in ISIC
+    assert patients == [r["patient_id"] for r in a_again]
+    assert not set(patients) & {r["patient_id"] for r in b}
+
+
 def test_make_dataset_tone_counts_and_jpg(tmp_path):
     out = make_dataset(tmp_path / "d", size=24, tone_counts={"lighter": 5, "darker": 2}, image_format="jpg")
     rows = _rows(out)
