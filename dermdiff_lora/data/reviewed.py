@@ -53,3 +53,11 @@ def filter_reviewed(items: Sequence[Any], *, row: Callable[[Any], Mapping] = lam
                 ", ".join(f"{k} {v}" for k, v in summary["counts"].items()),
                 "" if include_unreviewed else "; --include-unreviewed also uses images no reader saw")
     return kept, summary
+
+
+def summary_line(summary: Mapping) -> str:
+    """One line naming what a clinician review let in (``filter_reviewed``'s summary), for printed tables."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    rule = summary["rule"] if isinstance(summary["rule"], str) else " / ".join(summary["rule"]) or "unknown"
+    return (f"clinician review (rule {rule}): synthetic images used: {summary['n_used']} "
+            f"{' or '.join(summary['used'])} of {sum(summary['counts'].values())} ({counts})")

@@ -31,6 +31,7 @@ from ..core import config as config_mod
 from ..core.errors import ConfigError, DataError
 from ..core.fsutil import atomic_write, save_json
 from ..data import duplicates as dup
+from ..data.reviewed import summary_line
 from ..data.splits import check_no_leak, crossing_copies, read_split_file, sidecar_path
 from .arm_tables import arms_text
 from .arms import KEYS, parse_arms
@@ -131,8 +132,9 @@ def _leak_check(saved, splits, opts: DownstreamOptions) -> dict[str, Any]:
             "duplicates": {**lists, "copies_crossing_split": crossing}}
 
 
-def _read(opts: DownstreamOptions, cfg, splits) -> tuple[list, list, str, str]:
-    """(real samples with splits, synthetic samples, label column, tone column)."""
+def _read(opts: DownstreamOptions, cfg, splits, review: dict) -> tuple[list, list, str, str]:
+    """(real samples with splits, synthetic samples, label column, tone column); ``review`` receives what a
+    clinician review of the synthetic folder let in."""
     label_col = opts.label_column or cfg.data.diagnosis_column
     tone_col = opts.tone_column or cfg.data.tone_column
     maps = cfg.prompts.value_maps
@@ -144,7 +146,7 @@ def _read(opts: DownstreamOptions, cfg, splits) -> tuple[list, list, str, str]:
                             "split with enough patients in every split")
     classes = sorted({s.label for s in real})
     synthetic = read_synthetic(cfg.data, maps, label_col, tone_col, opts.synthetic, classes,
-                               include_unreviewed=opts.include_unreviewed)
+                               include_unreviewed=opts.include_unreviewed, review=review)
     return real, synthetic, label_col, tone_col
 
 
@@ -173,7 +175,8 @@ def downstream(opts: DownstreamOptions) -> dict[str, Any]:
     cfg = config_mod.with_overrides(saved, opts.overrides)
     splits = read_split_file(opts.split)
     leak = _leak_check(saved, splits, opts)
-    real, synthetic, label_col, tone_col = _read(opts, cfg, splits)
+    review: dict = {}
+    real, synthetic, label_col, tone_col = _read(opts, cfg, splits, review)
     task = _task(opts, cfg, real, label_col, tone_col)
     arms, arm_warnings = parse_arms(opts.arms, task.groups)
     out = _out_dir(opts)
@@ -182,7 +185,8 @@ def downstream(opts: DownstreamOptions) -> dict[str, Any]:
     study = run_study(clf, arms, data, task, seeds, out, counterfactual=opts.counterfactual and not arm_warnings)
     result = _result(opts, clf.info, spec, task, seeds, splits, leak, real, synthetic, study)
     result["warnings"] += arm_warnings
-    result["inputs"].update({"adapter": str(adapter), "label_column": label_col, "tone_column": tone_col})
+    result["inputs"].update({"adapter": str(adapter), "label_column": label_col, "tone_column": tone_col,
+                             "review": review or None})
     _write(out, result)
     return result
 
@@ -243,7 +247,9 @@ def describe(result: dict[str, Any]) -> list[str]:
              f"per cell), val {n['val']}, test {n['test']}; adapter checked: {result['inputs']['adapter']} "
              f"({result['leak_check']['n_matched']} of its training images found in the split, none held out"
              f"{_copies_checked(result['leak_check'])})"]
-    return lines + [f"WARNING: {w}" for w in result["warnings"]]
+    review = result["inputs"].get("review")
+    return lines + ([f"Synthetic: {summary_line(review)}"] if review else []) + [
+        f"WARNING: {w}" for w in result["warnings"]]
 
 
 def _copies_checked(leak: dict[str, Any]) -> str:

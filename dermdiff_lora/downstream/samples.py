@@ -59,10 +59,11 @@ def dataset_settings(data_cfg, folder: str | os.PathLike):
 
 
 def read_samples(data_cfg, value_maps, label_col: str, tone_col: str, *,
-                 synthetic: bool = False, include_unreviewed: bool | None = None) -> list[Sample]:
+                 synthetic: bool = False, include_unreviewed: bool | None = None,
+                 review: dict | None = None) -> list[Sample]:
     """Real rows (or, ``synthetic``, only generated rows) of ``data_cfg.dir`` as samples (split unset);
     with ``include_unreviewed`` not None, only the rows a clinician review accepted where it wrote its
-    columns (``data.reviewed.filter_reviewed``)."""
+    columns (``data.reviewed.filter_reviewed``); ``review`` (a dict) then receives what was kept."""
     builder = _builder(value_maps, label_col, tone_col)
     index = index_dataset(data_cfg, builder)
     if not index.records:
@@ -70,8 +71,10 @@ def read_samples(data_cfg, value_maps, label_col: str, tone_col: str, *,
     file_col = pick_file_column(list(index.records[0].row), data_cfg.file_column, index.folder)
     records = [r for r in index.records if is_synthetic(r.row) == synthetic]
     if include_unreviewed is not None:
-        records, _ = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
-                                     where=str(data_cfg.dir))
+        records, summary = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
+                                           where=str(data_cfg.dir))
+        if review is not None:
+            review.update(summary or {})
     return [Sample(r.path, str(r.row[file_col]), builder.word(label_col, r.row[label_col]),
                    builder.word(tone_col, r.row[tone_col]), synthetic=synthetic) for r in records]
 
@@ -96,7 +99,8 @@ def assign_splits(samples: Sequence[Sample], splits: Splits, where: str | os.Pat
 
 
 def read_synthetic(data_cfg, value_maps, label_col: str, tone_col: str, folder: str | os.PathLike,
-                   classes: Sequence[str], *, include_unreviewed: bool = False) -> list[Sample]:
+                   classes: Sequence[str], *, include_unreviewed: bool = False,
+                   review: dict | None = None) -> list[Sample]:
     """The synthetic rows of a rebalance output folder (train split) — those a clinician review accepted
     where one was written back (``include_unreviewed``: also those no reader saw); DataError if none, or
     unknown labels."""
@@ -104,7 +108,7 @@ def read_synthetic(data_cfg, value_maps, label_col: str, tone_col: str, folder: 
     if not folder.is_dir():
         raise DataError(f"synthetic folder {folder} does not exist; pass a `rebalance` output folder")
     found = read_samples(dataset_settings(data_cfg, folder), value_maps, label_col, tone_col, synthetic=True,
-                         include_unreviewed=include_unreviewed)
+                         include_unreviewed=include_unreviewed, review=review)
     if not found:
         raise DataError(f"{folder}: no rows marked synthetic=true, or none a clinician review accepted; pass "
                         "a `rebalance` output folder (its metadata has a synthetic column), or "

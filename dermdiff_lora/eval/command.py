@@ -95,7 +95,8 @@ def evaluate(opts: EvaluateOptions) -> dict:
     columns = builder.columns
     out = _out_dir(opts)
     real = inputs.dataset_items(_real_data(cfg, opts.real), builder, columns)
-    generated = _generated(opts, cfg, builder, columns, out)
+    review: dict = {}  # what a clinician review of a rebalance folder let in
+    generated = _generated(opts, cfg, builder, columns, out, review)
     train = _train_items(cfg, builder, columns, source) if opts.memorisation else None
     if train is not None:
         real = _held_out_real(real, train, opts.real)
@@ -114,7 +115,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
             log.warning(leakage.warning(result["memorisation"]["leakage"]))
     result["inputs"] = {"real": str(opts.real or f"{cfg.data.split_file} (test part)"), "generated": opts.generated or str(out / "generated"),
                         "adapter": opts.adapter or source, "base_only": opts.base_only, "train": cfg.data.dir if train is not None else None,
-                        "columns": columns, "template": builder.template}
+                        "columns": columns, "template": builder.template, "review": review or None}
     _write_outputs(out, result, generated, train)
     if train is not None:
         write_memorisation_csv(out / MEMORISATION_FILE, matches, generated, train)
@@ -141,10 +142,11 @@ def _out_dir(opts: EvaluateOptions) -> Path:
     return out
 
 
-def _generated(opts: EvaluateOptions, cfg, builder: PromptBuilder, columns: list[str], out: Path) -> list:
+def _generated(opts: EvaluateOptions, cfg, builder: PromptBuilder, columns: list[str], out: Path,
+               review: dict) -> list:
     if opts.generated:
         return inputs.generated_items(opts.generated, cfg.data, builder, columns,
-                                      include_unreviewed=opts.include_unreviewed)
+                                      include_unreviewed=opts.include_unreviewed, review=review)
     if not opts.adapter:
         raise ConfigError("evaluate needs --generated FOLDER, or --adapter RUN to render images from")
     from ..generation.generate import GenerateSettings, generate

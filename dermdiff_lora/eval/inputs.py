@@ -30,15 +30,17 @@ def is_synthetic(row: dict) -> bool:
 
 def dataset_items(data_cfg, builder: PromptBuilder, columns: list[str], *, synthetic: bool = False,
                   group_columns: tuple[str, ...] = GROUP_COLUMNS,
-                  include_unreviewed: bool | None = None) -> list[EvalItem]:
+                  include_unreviewed: bool | None = None, review: dict | None = None) -> list[EvalItem]:
     """One item per usable image of the dataset: real rows only, or (``synthetic``) generated rows only;
     with ``include_unreviewed`` not None, only rows a clinician review accepted where the metadata has
-    ``review`` columns (``data.reviewed``)."""
+    ``review`` columns (``data.reviewed``); ``review`` (a dict) then receives what was kept."""
     index = index_dataset(data_cfg, builder)
     records = [r for r in index.records if is_synthetic(r.row) == synthetic]
     if include_unreviewed is not None:
-        records, _ = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
-                                     where=str(data_cfg.dir))
+        records, summary = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
+                                           where=str(data_cfg.dir))
+        if review is not None:
+            review.update(summary or {})
     items = []
     for record in records:
         group = next((str(record.row[c]) for c in group_columns if record.row.get(c) not in (None, "")), None)
@@ -48,10 +50,11 @@ def dataset_items(data_cfg, builder: PromptBuilder, columns: list[str], *, synth
 
 
 def generated_items(folder: str | os.PathLike, data_cfg, builder: PromptBuilder,
-                    columns: list[str], *, include_unreviewed: bool = False) -> list[EvalItem]:
+                    columns: list[str], *, include_unreviewed: bool = False,
+                    review: dict | None = None) -> list[EvalItem]:
     """The images of a ``generate`` output folder, or the synthetic rows of a ``rebalance`` output folder
     (those a clinician review accepted, where it wrote ``review`` columns; ``include_unreviewed``: also
-    those no reader saw)."""
+    those no reader saw; ``review`` receives what was kept)."""
     folder = Path(folder)
     settings = folder / "generate.json"
     if settings.is_file():
@@ -69,7 +72,8 @@ def generated_items(folder: str | os.PathLike, data_cfg, builder: PromptBuilder,
     if (folder / "metadata.csv").is_file() or (folder / "metadata.jsonl").is_file():
         plain = replace(data_cfg, dir=str(folder), preset=None, metadata=None, images=[], dataset=None, tones=None,
                         split_file=None, max_samples=None, file_column="auto")  # an imagefolder of its own
-        items = dataset_items(plain, builder, columns, synthetic=True, include_unreviewed=include_unreviewed)
+        items = dataset_items(plain, builder, columns, synthetic=True, include_unreviewed=include_unreviewed,
+                              review=review)
         if items:
             return items
         raise DataError(f"{folder}: no rows marked synthetic (a rebalance output has a synthetic column), or "

@@ -6,6 +6,7 @@ import os
 
 from ..core.errors import ConfigError
 from ..core.fsutil import atomic_save
+from ..data.reviewed import summary_line
 from . import leakage
 from .fid import FID_MIN_IMAGES
 
@@ -57,7 +58,8 @@ def format_table(result: dict) -> str:
     cell and an overall row, then notes on unstable FIDs, MS-SSIM scales and the memorisation threshold."""
     widths = [w for _, w in COLUMNS]
     head = _line([name for name, _ in COLUMNS], widths)
-    lines = [describe(result), head, "-" * len(head)]
+    review = result.get("inputs", {}).get("review")
+    lines = [describe(result)] + ([f"generated: {summary_line(review)}"] if review else []) + [head, "-" * len(head)]
     lines += [_line(_row(name, fig), widths) for name, fig in result["cells"].items()]
     lines += ["-" * len(head), _line(_row("overall", result["overall"]), widths)]
     dim = result["extractor"]["dim"]

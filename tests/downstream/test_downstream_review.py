@@ -42,3 +42,7 @@ def test_only_accepted_synthetic_rows_join_training(reviewed, extra, n_synthetic
     result = json.loads((out / "downstream.json").read_text())
     assert result["counts"]["synthetic"] == n_synthetic
     assert "clinician review found" in caplog.text
+    review = result["inputs"]["review"]
+    assert review["counts"] == {"accepted": 3, "rejected": 2, "unreviewed": 1}
+    assert review["n_used"] == n_synthetic and review["used"] == (["accepted", "unreviewed"] if extra else ["accepted"])
+    assert f"synthetic images used: {n_synthetic} " in (out / "downstream.txt").read_text()

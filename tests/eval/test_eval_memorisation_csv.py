@@ -59,3 +59,9 @@ def test_reviewed_folder_uses_accepted_rows(trained_lora, held_out, tmp_path, in
                                       include_unreviewed=include_unreviewed))
     assert result["counts"]["generated"] == expected
     assert "clinician review found" in caplog.text
+    review = json.loads((tmp_path / "ev" / "eval.json").read_text())["inputs"]["review"]
+    assert review["counts"] == {"accepted": 2, "rejected": 1, "unreviewed": 1} and review["rule"] == "all"
+    assert review["n_used"] == expected and review["include_unreviewed"] is include_unreviewed
+    used = "accepted or unreviewed" if include_unreviewed else "accepted"
+    assert (f"synthetic images used: {expected} {used} of 4 (accepted 2, rejected 1, unreviewed 1)"
+            in (tmp_path / "ev" / "eval.txt").read_text())
