@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-image check")
     p.add_argument("--duplicates", help="duplicates.csv from `audit` (default: beside the run's data.tones, else "
                                         "<data.dir>_audit/; 'none': none). Held-out images listed there, or found "
-                                        "by pixels (exact, mirrored, pHash <= 8 of 64 bits), as copies of training "
+                                        "by pixels (exact, mirrored or turned, pHash <= 8 of 64 bits), as copies of training "
                                         "images are left out of the memorisation threshold and named as leakage")
     p.add_argument("--include-unreviewed", action="store_true",
                    help="a reviewed rebalance folder: also use the images no reader saw (default: accepted only)")

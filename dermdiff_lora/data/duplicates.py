@@ -8,9 +8,11 @@ measured on held-out images rises towards 1. Found here, by the decoded pixels:
 - ``mirror``: identical pixels after flipping left-right, top-bottom, or both (a 180-degree turn);
 - ``near``: a 64-bit DCT perceptual hash (pHash: grayscale 32x32 Lanczos, 2-D DCT-II, the 8x8 lowest
   frequencies against their median, as ``imagehash.phash``) within ``NEAR_CUTOFF`` bits (Hamming) of the
-  other image's or of one of its flips, confirmed by the pixels: the 32x32 RGB thumbnails (Lanczos), in the
-  closer orientation, differ by at most ``NEAR_PIXELS`` levels of 255 on average. Re-encoded, resized,
-  slightly changed copies pass; pHash alone is blind to colour and matches distinct lesions of one shape.
+  other image's in any of its 8 orientations (as is, flipped, turned by a quarter, transposed), confirmed
+  by the pixels: the 32x32 RGB thumbnails (Lanczos), in the closest orientation, differ by at most
+  ``NEAR_PIXELS`` levels of 255 on average. Re-encoded, resized, slightly changed copies pass, and so do
+  quarter-turned ones (dermoscopy has no up: a turned copy is a copy); pHash alone is blind to colour and
+  matches distinct lesions of one shape. Crops are not found.
 A preset's own list (ISIC 2020's ``ISIC_2020_Training_Duplicates.csv``) adds ``listed`` pairs.
 
 ``duplicates.csv`` (``id_a, id_b, kind, distance``): ids are the metadata's file values (tones.csv's
@@ -41,18 +43,20 @@ THUMB = 32
 KINDS = ("exact", "mirror", "near", "listed")
 HEADER = ["id_a", "id_b", "kind", "distance"]
 FILE_NAME = "duplicates.csv"
-FLIPS = ("left-right", "top-bottom", "both")  # the mirrored versions compared
+FLIPS = ("left-right", "top-bottom", "both")  # the mirrored versions whose pixels are compared
+TURNS = ("transposed", "quarter turn left", "quarter turn right", "anti-transposed")  # near search only
 
 
 @dataclass(frozen=True)
 class Fingerprint:
     """Hashes of one image's pixels: ``pixels`` and ``flipped`` (one per ``FLIPS``) hex digests; ``phash``
-    and ``phash_flipped`` 64-bit perceptual hashes as ints; ``thumb`` its 32x32 RGB thumbnail (uint8)."""
+    and ``phash_turned`` (one per ``FLIPS`` + ``TURNS``: the other 7 orientations) 64-bit perceptual hashes
+    as ints; ``thumb`` its 32x32 RGB thumbnail (uint8)."""
 
     pixels: str
     flipped: tuple[str, str, str]
     phash: int
-    phash_flipped: tuple[int, int, int]
+    phash_turned: tuple[int, ...]
     thumb: np.ndarray = field(compare=False, repr=False, default_factory=lambda: np.zeros((THUMB, THUMB, 3), np.uint8))
 
 
@@ -68,6 +72,12 @@ class Pair:
 
 def _flips(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return arr[:, ::-1], arr[::-1, :], arr[::-1, ::-1]
+
+
+def _orientations(arr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The other 7 orientations of a (square) array: its ``FLIPS``, then its ``TURNS``."""
+    t = np.swapaxes(arr, 0, 1)
+    return (*_flips(arr), t, t[::-1, :], t[:, ::-1], t[::-1, ::-1])
 
 
 def _digest(arr: np.ndarray) -> str:
@@ -88,19 +98,19 @@ def phash_bits(gray32: np.ndarray, hash_size: int = 8) -> int:
 
 
 def fingerprint(image: Image.Image) -> Fingerprint:
-    """Hashes of the image's RGB pixels (and flips) and its pHash (and its flips')."""
+    """Hashes of the image's RGB pixels (and flips) and its pHash (and its other orientations')."""
     image = image.convert("RGB")
     rgb = np.asarray(image)
     gray = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
     thumb = np.asarray(image.resize((THUMB, THUMB), Image.Resampling.LANCZOS), dtype=np.uint8)
     return Fingerprint(_digest(rgb), tuple(_digest(a) for a in _flips(rgb)),  # type: ignore[arg-type]
-                       phash_bits(gray), tuple(phash_bits(a) for a in _flips(gray)), thumb)  # type: ignore[arg-type]
+                       phash_bits(gray), tuple(phash_bits(a) for a in _orientations(gray)), thumb)
 
 
 def pixel_difference(a: Fingerprint, b: Fingerprint) -> float:
-    """Mean absolute difference (levels of 255) of the two thumbnails, ``b`` as is or flipped, the least."""
+    """Mean absolute difference (levels of 255) of the two thumbnails, ``b`` in its closest orientation."""
     ta, tb = a.thumb.astype(np.int16), b.thumb.astype(np.int16)
-    return float(min(np.abs(ta - t).mean() for t in (tb, *_flips(tb))))
+    return float(min(np.abs(ta - t).mean() for t in (tb, *_orientations(tb))))
 
 
 def hamming(a: int, b: int) -> int:
@@ -115,12 +125,12 @@ def _near(query: Sequence[Fingerprint], ref: Sequence[Fingerprint], cutoff: int,
     if not query or not ref or cutoff < 0:
         return
     q = np.array([f.phash for f in query], dtype=np.uint64)
-    r = np.array([[f.phash, *f.phash_flipped] for f in ref], dtype=np.uint64)  # (R, 4)
+    r = np.array([[f.phash, *f.phash_turned] for f in ref], dtype=np.uint64)  # (R, 8)
     step = max(1, (1 << 21) // len(ref))
     for start in range(0, len(q), step):
         block, offset = q[start:start + step, None], start if upper else 0
         rest = r[offset:]
-        dist = np.min(np.stack([np.bitwise_count(block ^ rest[None, :, t]) for t in range(4)]), axis=0)
+        dist = np.min(np.stack([np.bitwise_count(block ^ rest[None, :, t]) for t in range(r.shape[1])]), axis=0)
         if upper:  # only j > i: the block's own triangle and what lies before it are left out
             dist[np.arange(len(block))[:, None] >= np.arange(len(rest))[None, :]] = 255
         for i, j in zip(*np.nonzero(dist <= cutoff)):
@@ -130,7 +140,7 @@ def _near(query: Sequence[Fingerprint], ref: Sequence[Fingerprint], cutoff: int,
 
 
 def _pair(a: str, b: str, kind: str, fa: Fingerprint, fb: Fingerprint) -> Pair:
-    distance = min(hamming(fa.phash, p) for p in (fb.phash, *fb.phash_flipped))
+    distance = min(hamming(fa.phash, p) for p in (fb.phash, *fb.phash_turned))
     return Pair(a, b, kind, distance)
 
 

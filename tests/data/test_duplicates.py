@@ -36,6 +36,7 @@ def planted():
     """40 distinct photos, then copies of some of them under other ids (the answer key beside them)."""
     rng = np.random.default_rng(11)
     images = [photo(rng) for _ in range(40)]
+    images[10] = images[10].crop((0, 0, 96, 72))  # not square: a quarter turn changes its shape
     ids = [f"IMG_{i:02d}" for i in range(40)]
     copies = {"COPY_exact": (0, "exact", images[0].copy()),
               "COPY_lr": (1, "mirror", images[1].transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
@@ -44,7 +45,12 @@ def planted():
               "COPY_jpeg": (4, "near", reencoded(images[4])),
               "COPY_noise": (5, "near", noisy(images[5], rng)),
               "COPY_mirror_jpeg": (6, "near", reencoded(images[6].transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90)),
-              "COPY_small": (7, "near", images[7].resize((80, 80), Image.Resampling.BICUBIC))}
+              "COPY_small": (7, "near", images[7].resize((80, 80), Image.Resampling.BICUBIC)),
+              # quarter turns: found by the near search (their pixels are not hashed)
+              "COPY_rot90": (8, "near", images[8].transpose(Image.Transpose.ROTATE_90)),
+              "COPY_transposed_jpeg": (9, "near", reencoded(images[9].transpose(Image.Transpose.TRANSPOSE))),
+              "COPY_rot270_oblong": (10, "near", images[10].transpose(Image.Transpose.ROTATE_270)),
+              "COPY_antitransposed": (11, "near", images[11].transpose(Image.Transpose.TRANSVERSE))}
     return ids, images, copies
 
 
