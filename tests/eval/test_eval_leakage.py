@@ -35,6 +35,12 @@ def _jpeg(image, quality=90):
     return Image.open(buf).convert("RGB")
 
 
+def _cropped(image):
+    """The middle three quarters of the image, resized back: a copy the duplicate finder does not find."""
+    w, h = image.size
+    return image.crop((w // 8, h // 8, w - w // 8, h - h // 8)).resize(image.size, Image.Resampling.BICUBIC)
+
+
 def _noisy(image, rng, sigma=2.0):
     arr = np.asarray(image, dtype=np.float64) + rng.normal(0, sigma, np.asarray(image).shape)
     return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8))
@@ -87,17 +93,17 @@ def test_copies_leave_the_threshold_as_it_is_without_them_and_each_copy_is_above
 
 
 def test_a_listed_pair_leaves_out_a_copy_the_pixels_do_not_show(planted):
-    """A copy turned by 90 degrees is no pixel or pHash match; a duplicates list naming it (by its metadata
+    """A cropped copy is no pixel or pHash match; a duplicates list naming it (by its metadata
     key, through a chain of copies) still takes it out of the threshold."""
     train, heldout, _, generated = planted
     train = [EvalItem(it.image, it.cell, it.group, image_id=it.image_id, key=f"KEY_{it.image_id}") for it in train]
-    turned = EvalItem(train[12].image.rotate(90), CELLS[0], group="someone", image_id="/x/turned.png", key="TURNED")
-    real = heldout[:24] + [turned]
+    cropped = EvalItem(_cropped(train[12].image), CELLS[0], group="someone", image_id="/x/cropped.png", key="CROPPED")
+    real = heldout[:24] + [cropped]
     plain = _memorisation(real, generated, train)
     assert plain["leakage"]["count"] == 0 and plain["n_heldout_used"] == 25
-    listed = _memorisation(real, generated, train, duplicates=[("TURNED", "ELSEWHERE_1"), ("ELSEWHERE_1", "KEY_t12")])
+    listed = _memorisation(real, generated, train, duplicates=[("CROPPED", "ELSEWHERE_1"), ("ELSEWHERE_1", "KEY_t12")])
     assert listed["n_heldout_used"] == 24
-    assert [(x["heldout"], x["train"], x["kind"]) for x in listed["leakage"]["images"]] == [("TURNED", "KEY_t12", "listed")]
+    assert [(x["heldout"], x["train"], x["kind"]) for x in listed["leakage"]["images"]] == [("CROPPED", "KEY_t12", "listed")]
     base = _memorisation(heldout[:24], generated, train)
     assert abs(listed["threshold"] - base["threshold"]) <= 1e-9
 
@@ -140,17 +146,17 @@ def test_evaluate_reads_the_audits_list_finds_copies_and_warns_in_one_line(run, 
 
     root, train = run
     held = {f"H{i:03d}": im for i, im in enumerate(lesion_set(5, 10, size=48))}
-    held.update(H_COPY0=train[0].copy(), H_COPY1=ImageOps.mirror(train[1]), H_TURNED=train[2].rotate(90))
+    held.update(H_COPY0=train[0].copy(), H_COPY1=ImageOps.mirror(train[1]), H_CROPPED=_cropped(train[2]))
     _imagefolder(root / "held", held)
     (root / "train_audit").mkdir()
-    (root / "train_audit" / "duplicates.csv").write_text("id_a,id_b,kind,distance\nT002,H_TURNED,listed,\n")
+    (root / "train_audit" / "duplicates.csv").write_text("id_a,id_b,kind,distance\nT002,H_CROPPED,listed,\n")
     opts = EvaluateOptions(real=str(root / "held"), generated=str(root / "gen"), adapter=str(root / "adapter"),
                            out=str(root / "ev"), extractor="tiny-dinov2")
     with caplog.at_level("WARNING"):
         memo = evaluate(opts)["memorisation"]
     leak = memo["leakage"]
     assert {(x["heldout"], x["train"], x["kind"]) for x in leak["images"]} == {
-        ("H_COPY0", "T000", "exact"), ("H_COPY1", "T001", "mirror"), ("H_TURNED", "T002", "listed")}
+        ("H_COPY0", "T000", "exact"), ("H_COPY1", "T001", "mirror"), ("H_CROPPED", "T002", "listed")}
     assert leak["lists"]["file"] == str(root / "train_audit" / "duplicates.csv") and memo["n_heldout_used"] == 10
     warned = [r.getMessage() for r in caplog.records if "copies of training images" in r.getMessage()]
     assert len(warned) == 1 and "\n" not in warned[0] and warned[0].startswith("3 held-out image(s)")
@@ -163,7 +169,7 @@ def test_evaluate_reads_the_audits_list_finds_copies_and_warns_in_one_line(run, 
 
 def test_a_presets_own_duplicate_list_reaches_evaluate(tmp_path):
     """ISIC 2020 as downloaded lists (ISIC_0000002, ISIC_9000002) as duplicates; a held-out download holding
-    ISIC_9000002 (turned: no pixel match) has it left out of the threshold."""
+    ISIC_9000002 (cropped: no pixel match) has it left out of the threshold."""
     from dermdiff_lora.core import config
     from dermdiff_lora.eval.command import EvaluateOptions, evaluate
 
@@ -175,7 +181,7 @@ def test_a_presets_own_duplicate_list_reaches_evaluate(tmp_path):
     (tmp_path / "isic" / "ISIC_2020_Training_Duplicates.csv").write_text(
         "image_name_1,image_name_2\nISIC_0000002,ISIC_9000002\n")
     held = {f"ISIC_8{i:06d}": im for i, im in enumerate(lesion_set(5, 8, size=48))}
-    held["ISIC_9000002"] = train["ISIC_0000002"].rotate(90)
+    held["ISIC_9000002"] = _cropped(train["ISIC_0000002"])
     _imagefolder(tmp_path / "isic_test", held, **layout)
     tones = tmp_path / "tones.csv"
     tones.write_text("file,category\n" + "".join(f"{k},lighter\n" for k in [*train, *held]))
