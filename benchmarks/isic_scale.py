@@ -1,12 +1,13 @@
 """ISIC scale on CPU: index, latent-cache build (1 and 2 processes) and an epoch of loading over full-size JPEGs.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/isic_scale.py [--images 2000] [--dir /tmp/isic_scale] [--keep]
+    PYTHONPATH=. .venv/bin/python benchmarks/isic_scale.py [--images 2000] [--dir /tmp/isic_scale] [--index-only]
 
 Generates ``--images`` ISIC-style 4000x3000 JPEGs once (synthetic skin of known tone with a lesion and
 hair, upscaled, with sensor-like noise so files weigh ~2-3 MB like real photos; ``--dir`` keeps them for
 a rerun), then measures, each phase in its own process so its peak RSS is its own:
 
-- index: ``dataset.prepare`` (metadata, tones, every image opened and checked);
+- index: ``dataset.prepare`` (metadata, tones, every image opened and checked), at a first start (every image
+  decoded) and at a restart (the image-check record: only changed images decoded); ``--index-only`` stops there;
 - loading: the training dataset (``ImageCaptionDataset`` at 512 px through a DataLoader with the default
   ``data.num_workers``) over every image with ``data.decode=draft`` and with ``full``, in alternating
   blocks of 100 images so that other load on the machine hits both alike;
@@ -236,6 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--dir", help="keep the generated images here (default: a temporary folder)")
+    parser.add_argument("--index-only", action="store_true", help="measure the index phase only")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -249,9 +251,13 @@ def main() -> None:
     generate(images, args.images)
     model = str(narrow_model(root / "model"))
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.images} JPEGs {W}x{H} -> {RES}²")
-    index = _sub("index", str(images), model)
-    print(f"index: {index['images']} images in {index['seconds']:.1f} s "
-          f"({index['images'] / index['seconds']:.0f} images/s), peak RSS {index['peak_rss'] / 1e6:.0f} MB")
+    shutil.rmtree(root / "dermdiff-cache" / "image-checks", ignore_errors=True)
+    for start in ("first start", "restart"):
+        index = _sub("index", str(images), model)
+        print(f"index, {start}: {index['images']} images in {index['seconds']:.1f} s "
+              f"({index['images'] / index['seconds']:.0f} images/s), peak RSS {index['peak_rss'] / 1e6:.0f} MB")
+    if args.index_only:
+        return
     loading = _sub("loading", str(images), model)
     ips = loading["images_per_s"]
     print(f"loading ({loading['num_workers']} workers, batches of 8, one epoch each, interleaved): draft "

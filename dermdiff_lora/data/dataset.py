@@ -25,6 +25,7 @@ from ..core.errors import DataError
 from ..core.progress import progress as progress_bar
 from ..core.prompts import PromptBuilder, from_config, normalize_value
 from . import presets, sources, tones
+from .checked import CheckRecord, folder_of
 from .tables import (
     FILE_COLUMNS,
     IMAGE_SUFFIXES,
@@ -181,14 +182,33 @@ PARALLEL_CHECK = 4000  # images: from here on, their checks are spread over the 
 
 
 def _problems(refs: list, data_cfg) -> Iterator[str | None]:
-    """Each image's problem (None: readable), in order; many images are checked by a pool of processes."""
+    """Each image's problem (None: readable), in order. Images that passed before and have not changed since
+    are not decoded again (``checked``); many images are checked by a pool of processes."""
     paths = [r for r in refs if isinstance(r, Path)]
-    cpus = min(8, os.cpu_count() or 1)
-    if data_cfg.max_samples or len(paths) < PARALLEL_CHECK or cpus < 2:
+    if data_cfg.max_samples or not paths:  # a sample: checked lazily, the loop stops early
         return (None if isinstance(r, InTable) else _check_image(r) for r in refs)
-    with ProcessPoolExecutor(cpus, mp_context=multiprocessing.get_context("fork")) as pool:
-        checked = dict(zip(paths, pool.map(_check_image, paths, chunksize=256)))
-    return (None if isinstance(r, InTable) else checked[r] for r in refs)
+    record = CheckRecord(folder_of(paths))
+    todo = list(dict.fromkeys(p for p in paths if not record.known_good(p)))
+    cpus = min(8, os.cpu_count() or 1)
+    found: dict[Path, str | None] = {}
+    if len(todo) >= PARALLEL_CHECK and cpus >= 2:
+        with ProcessPoolExecutor(cpus, mp_context=multiprocessing.get_context("fork")) as pool:
+            found = dict(zip(todo, pool.map(_check_image, todo, chunksize=256)))
+    return _checked(refs, set(todo), found, record)
+
+
+def _checked(refs: list, todo: set, found: dict, record: CheckRecord) -> Iterator[str | None]:
+    """``_problems``' answers, checking in turn what the pool did not; the record is saved with the last
+    answer (a consumer such as ``zip`` asks no further)."""
+    for i, ref in enumerate(refs):
+        problem = None
+        if not isinstance(ref, InTable) and ref in todo:
+            problem = found[ref] if ref in found else _check_image(ref)
+            if problem is None:
+                record.add([ref])
+        if i == len(refs) - 1:
+            record.save()
+        yield problem
 
 
 def _check_image(path: Path) -> str | None:
