@@ -55,6 +55,19 @@ def filter_reviewed(items: Sequence[Any], *, row: Callable[[Any], Mapping] = lam
     return kept, summary
 
 
+def keep_reviewed(records: Sequence[Any], include_unreviewed: bool | None, where: str,
+                  review: dict | None = None) -> list:
+    """Dataset index records (``.row``) that a clinician review let in, as ``filter_reviewed`` keeps them
+    (``include_unreviewed`` None: all of them, unfiltered); ``review`` (a dict) receives the summary."""
+    if include_unreviewed is None:
+        return list(records)
+    kept, summary = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
+                                    where=where)
+    if review is not None:
+        review.update(summary or {})
+    return kept
+
+
 def summary_line(summary: Mapping) -> str:
     """One line naming what a clinician review let in (``filter_reviewed``'s summary), for printed tables."""
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())

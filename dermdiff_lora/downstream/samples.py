@@ -21,7 +21,7 @@ from ..core.errors import ConfigError, DataError
 from ..core.prompts import PromptBuilder, from_config, normalize_value
 from ..data import duplicates as dup
 from ..data.dataset import index_dataset, pick_file_column, read_metadata
-from ..data.reviewed import filter_reviewed
+from ..data.reviewed import keep_reviewed
 from ..data.splits import Splits, make_splits, read_split_file, write_split_file
 from ..eval.inputs import is_synthetic
 
@@ -69,12 +69,8 @@ def read_samples(data_cfg, value_maps, label_col: str, tone_col: str, *,
     if not index.records:
         return []
     file_col = pick_file_column(list(index.records[0].row), data_cfg.file_column, index.folder)
-    records = [r for r in index.records if is_synthetic(r.row) == synthetic]
-    if include_unreviewed is not None:
-        records, summary = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
-                                           where=str(data_cfg.dir))
-        if review is not None:
-            review.update(summary or {})
+    records = keep_reviewed([r for r in index.records if is_synthetic(r.row) == synthetic], include_unreviewed,
+                            str(data_cfg.dir), review)
     return [Sample(r.path, str(r.row[file_col]), builder.word(label_col, r.row[label_col]),
                    builder.word(tone_col, r.row[tone_col]), synthetic=synthetic) for r in records]
 

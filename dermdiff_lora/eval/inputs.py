@@ -16,7 +16,7 @@ from pathlib import Path
 from ..core.errors import DataError
 from ..core.prompts import PromptBuilder
 from ..data.dataset import index_dataset
-from ..data.reviewed import filter_reviewed
+from ..data.reviewed import keep_reviewed
 from .report import EvalItem
 
 GROUP_COLUMNS = ("patient_id", "lesion_id")  # who an image belongs to (memorisation excludes them)
@@ -35,12 +35,8 @@ def dataset_items(data_cfg, builder: PromptBuilder, columns: list[str], *, synth
     with ``include_unreviewed`` not None, only rows a clinician review accepted where the metadata has
     ``review`` columns (``data.reviewed``); ``review`` (a dict) then receives what was kept."""
     index = index_dataset(data_cfg, builder)
-    records = [r for r in index.records if is_synthetic(r.row) == synthetic]
-    if include_unreviewed is not None:
-        records, summary = filter_reviewed(records, row=lambda r: r.row, include_unreviewed=include_unreviewed,
-                                           where=str(data_cfg.dir))
-        if review is not None:
-            review.update(summary or {})
+    records = keep_reviewed([r for r in index.records if is_synthetic(r.row) == synthetic], include_unreviewed,
+                            str(data_cfg.dir), review)
     items = []
     for record in records:
         group = next((str(record.row[c]) for c in group_columns if record.row.get(c) not in (None, "")), None)
